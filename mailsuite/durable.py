@@ -9,6 +9,7 @@ what makes durable intake fast under concurrency.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -63,10 +64,8 @@ def replace_file(path: str, data: bytes, disk: Disk = DISK) -> None:
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class DirectorySyncer:
@@ -95,9 +94,7 @@ class DirectorySyncer:
         waiters, self._waiting = self._waiting, []
         self._running = True
         pool = self._reactor.getThreadPool()
-        d = threads.deferToThreadPool(
-            self._reactor, pool, self._disk.fsync_directory, self._path
-        )
+        d = threads.deferToThreadPool(self._reactor, pool, self._disk.fsync_directory, self._path)
         d.addBoth(self._finished, waiters)
 
     def _finished(self, result: Any, waiters: list[defer.Deferred[None]]) -> None:

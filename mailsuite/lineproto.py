@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer, interfaces
+from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,7 +42,10 @@ class LineSession(Protocol):
     #: Bad commands tolerated before the session is closed.
     max_bad_commands = 10
 
-    def __init__(self, clock: interfaces.IReactorTime) -> None:
+    #: Twisted's interfaces are not typed for mypy without the zope plugin.
+    transport: Any
+
+    def __init__(self, clock: Any) -> None:
         self.clock = clock
         self.secure = False
         self.peer = "unknown"
@@ -239,9 +242,7 @@ class LineSession(Protocol):
         def release(result: Any) -> Any:
             self._busy = False
             if isinstance(result, Failure):
-                log.failure(
-                    "unexpected error in command from {peer}", result, peer=self.peer
-                )
+                log.failure("unexpected error in command from {peer}", result, peer=self.peer)
                 self.internal_error()
             if not self._closed:
                 self._resume_transport()
