@@ -28,6 +28,7 @@ from twisted.internet import threads
 from twisted.logger import Logger
 
 from mailsuite import durable
+from mailsuite.store.errors import TemporaryFailure
 
 log = Logger()
 
@@ -55,20 +56,19 @@ class UidList:
 
     def _load(self) -> None:
         try:
-            with open(self.path, encoding="utf-8", errors="strict") as f:
-                lines = f.read().split("\n")
+            with open(self.path, "rb") as f:
+                text = f.read().decode("utf-8")
         except FileNotFoundError:
             self._start_new()
             return
-        except (OSError, UnicodeDecodeError) as e:
-            log.warn(
-                "uid list {path} unreadable ({error}); starting a new one", path=self.path, error=e
-            )
-            self._start_new()
-            return
-        if not self._parse(lines):
+        except UnicodeDecodeError:
+            text = ""
+        except OSError as e:
+            # A passing I/O error must not cost every client its cache.
+            raise TemporaryFailure(f"cannot read {self.path}: {e.strerror}") from e
+        if not self._parse(text.split("\n")):
             log.warn("uid list {path} is damaged; UIDVALIDITY changes", path=self.path)
-            self._start_new()
+            self._start_new(after=self._last_written())
 
     def _parse(self, lines: list[str]) -> bool:
         header = lines[0].split()
@@ -105,9 +105,16 @@ class UidList:
             return False
         return True
 
-    def _start_new(self) -> None:
-        previous = self.uidvalidity
-        self.uidvalidity = max(int(time.time()), previous + 1)
+    def _last_written(self) -> int:
+        """When a damaged record last changed; its UIDVALIDITY was set no later."""
+        try:
+            return int(os.stat(self.path).st_mtime)
+        except OSError:
+            return 0
+
+    def _start_new(self, after: int = 0) -> None:
+        """Begin a new record whose UIDVALIDITY is greater than any the old one had."""
+        self.uidvalidity = max(int(time.time()), after + 1)
         self.uidnext = 1
         self.uid_of_key = {}
         self._rewrite()
