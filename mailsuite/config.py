@@ -57,6 +57,10 @@ class Limits:
 class AuthConfig:
     #: Seconds before a failed login is answered, to slow password guessing.
     failure_delay: float = 2.0
+    #: Accept passwords without TLS from loopback peers, which nobody else can
+    #: sniff (as Dovecot does by default): for webmail on the same box and for
+    #: load generators that speak no TLS. Off by default.
+    plaintext_on_loopback: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,11 +201,14 @@ class _Reader:
         return Limits(**values)
 
     def auth(self, data: dict[str, Any]) -> AuthConfig:
-        self.no_unknown_keys(data, {"failure_delay"}, "auth.")
+        self.no_unknown_keys(data, {"failure_delay", "plaintext_on_loopback"}, "auth.")
         delay = data.get("failure_delay", AuthConfig.failure_delay)
         if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
             raise self.fail("auth.failure_delay", "must be a number of seconds, 0 or more")
-        return AuthConfig(failure_delay=float(delay))
+        loopback = data.get("plaintext_on_loopback", False)
+        if not isinstance(loopback, bool):
+            raise self.fail("auth.plaintext_on_loopback", "must be true or false")
+        return AuthConfig(failure_delay=float(delay), plaintext_on_loopback=loopback)
 
     def relay(self, data: dict[str, Any]) -> RelayConfig:
         d = RelayConfig()

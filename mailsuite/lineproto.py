@@ -45,6 +45,9 @@ class LineSession(Protocol):
     #: Twisted's interfaces are not typed for mypy without the zope plugin.
     transport: Any
 
+    #: Set by the factory from ``auth.plaintext_on_loopback``.
+    plaintext_on_loopback = False
+
     def __init__(self, clock: Any) -> None:
         self.clock = clock
         self.secure = False
@@ -123,6 +126,16 @@ class LineSession(Protocol):
             self._closed = True
             self._cancel_timeout()
             self.transport.loseConnection()
+
+    @property
+    def confidential(self) -> bool:
+        """May a password be sent now? Under TLS, or from loopback when allowed."""
+        if self.secure:
+            return True
+        if not self.plaintext_on_loopback:
+            return False
+        host = getattr(self.transport.getPeer(), "host", "")
+        return isinstance(host, str) and (host.startswith("127.") or host == "::1")
 
     @property
     def closed(self) -> bool:

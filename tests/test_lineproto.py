@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
@@ -170,3 +171,27 @@ class LineSessionTests(unittest.TestCase):
 
         self.assertEqual([b"HOLD"], self.session.lines)
         self.assertEqual([], self.clock.getDelayedCalls())
+
+
+class ConfidentialityTests(unittest.TestCase):
+    def make(self, host: str, allow: bool) -> EchoSession:
+        session = EchoSession(task.Clock())
+        session.plaintext_on_loopback = allow
+        transport = TLSRecordingTransport()
+        transport.peerAddress = IPv4Address("TCP", host, 40000)
+        session.makeConnection(transport)
+        return session
+
+    def test_passwords_need_tls_by_default(self) -> None:
+        """Without the loopback option, only TLS makes a session confidential."""
+        session = self.make("127.0.0.1", allow=False)
+        self.assertFalse(session.confidential)
+
+        session.dataReceived(b"STARTTLS\r\n")
+
+        self.assertTrue(session.confidential)
+
+    def test_loopback_option_trusts_only_loopback(self) -> None:
+        """With the option, loopback peers are trusted and others are not."""
+        self.assertTrue(self.make("127.0.0.1", allow=True).confidential)
+        self.assertFalse(self.make("192.0.2.7", allow=True).confidential)
