@@ -178,7 +178,7 @@ class ConfidentialityTests(unittest.TestCase):
         session = EchoSession(task.Clock())
         session.plaintext_on_loopback = allow
         transport = TLSRecordingTransport()
-        transport.peerAddress = IPv4Address("TCP", host, 40000)
+        transport.peerAddr = IPv4Address("TCP", host, 40000)
         session.makeConnection(transport)
         return session
 
