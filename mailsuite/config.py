@@ -83,6 +83,17 @@ class RelayConfig:
     delay_notice: int = 4 * 3600
     #: Domains whose MX certificates must verify; others are opportunistic.
     verify_tls: tuple[str, ...] = ()
+    #: Resend in the clear to an MX whose STARTTLS handshake failed. Off: a
+    #: broken handshake defers the mail instead of exposing it.
+    tls_fallback: bool = False
+
+
+@dataclass(frozen=True)
+class DKIMConfig:
+    #: The selector new keys get and outgoing mail is signed with.
+    selector: str = "mail"
+    #: Folder of private keys, one ``<domain>.<selector>.key`` (PEM, mode 0600) each.
+    keys: str = os.path.join("maildirs", ".dkim")
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ class Config:
     limits: Limits
     auth: AuthConfig
     relay: RelayConfig
+    dkim: DKIMConfig = field(default_factory=DKIMConfig)
 
     def is_local_domain(self, domain: str) -> bool:
         return domain.lower() in self.domains
@@ -155,6 +167,7 @@ class _Reader:
             "limits",
             "auth",
             "relay",
+            "dkim",
         }
         self.no_unknown_keys(data, top, "")
 
@@ -176,6 +189,7 @@ class _Reader:
             limits=self.limits(self.table(data, "limits")),
             auth=self.auth(self.table(data, "auth")),
             relay=self.relay(self.table(data, "relay")),
+            dkim=self.dkim(self.table(data, "dkim")),
         )
 
     def tls(self, data: dict[str, Any]) -> TLSConfig:
@@ -223,6 +237,7 @@ class _Reader:
             "lifetime",
             "delay_notice",
             "verify_tls",
+            "tls_fallback",
         }
         self.no_unknown_keys(data, names, "relay.")
         routes = self.table(data, "routes", "relay.")
@@ -233,7 +248,7 @@ class _Reader:
         if not retry or not all(isinstance(r, int) and r > 0 for r in retry):
             raise self.fail("relay.retry", "must be a non-empty list of positive seconds")
         password_file = ""
-        if "smarthost_password_file" in data:
+        if data.get("smarthost_password_file", "") != "":  # "" (the default) means none
             password_file = self.path(data, "smarthost_password_file", "", "relay.")
         return RelayConfig(
             nameservers=tuple(self.strings(data, "nameservers", [], "relay.")),
@@ -246,7 +261,16 @@ class _Reader:
             lifetime=self.positive_int(data, "lifetime", d.lifetime, "relay."),
             delay_notice=self.positive_int(data, "delay_notice", d.delay_notice, "relay."),
             verify_tls=tuple(s.lower() for s in self.strings(data, "verify_tls", [], "relay.")),
+            tls_fallback=self.boolean(data, "tls_fallback", d.tls_fallback, "relay."),
         )
+
+    def dkim(self, data: dict[str, Any]) -> DKIMConfig:
+        d = DKIMConfig()
+        self.no_unknown_keys(data, {"selector", "keys"}, "dkim.")
+        selector = self.string(data, "selector", d.selector, "dkim.")
+        if not selector or not all(c.isalnum() or c in "-_." for c in selector):
+            raise self.fail("dkim.selector", "must be letters, digits, '-', '_' or '.'")
+        return DKIMConfig(selector=selector, keys=self.path(data, "keys", d.keys, "dkim."))
 
     # -- typed getters -------------------------------------------------------
 
@@ -274,6 +298,12 @@ class _Reader:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(prefix + key, "must be a list of strings")
         return list(value)
+
+    def boolean(self, data: dict[str, Any], key: str, default: bool, prefix: str = "") -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(prefix + key, "must be true or false")
+        return value
 
     def positive_int(self, data: dict[str, Any], key: str, default: int, prefix: str = "") -> int:
         value = data.get(key, default)
