@@ -59,6 +59,7 @@ class LineSession(Protocol):
         self._closed = False
         self._bad_commands = 0
         self._timeout_call: Any = None
+        self._last_activity = 0.0
 
     # -- connection life ---------------------------------------------------
 
@@ -170,8 +171,9 @@ class LineSession(Protocol):
         self.secure = True
 
     def reset_timeout(self) -> None:
-        self._cancel_timeout()
-        if self.idle_timeout and not self._closed:
+        """Note activity. The timer is re-armed lazily, not on every read."""
+        self._last_activity = self.clock.seconds()
+        if self._timeout_call is None and self.idle_timeout and not self._closed:
             self._timeout_call = self.clock.callLater(self.idle_timeout, self._on_timeout)
 
     def _cancel_timeout(self) -> None:
@@ -181,9 +183,14 @@ class LineSession(Protocol):
 
     def _on_timeout(self) -> None:
         self._timeout_call = None
-        if not self._closed:
-            log.info("session {peer} timed out", peer=self.peer)
-            self.timed_out()
+        if self._closed:
+            return
+        remaining = self._last_activity + self.idle_timeout - self.clock.seconds()
+        if remaining > 0:
+            self._timeout_call = self.clock.callLater(remaining, self._on_timeout)
+            return
+        log.info("session {peer} timed out", peer=self.peer)
+        self.timed_out()
 
     # -- input ---------------------------------------------------------------
 

@@ -73,10 +73,17 @@ class Options(usage.Options):
             raise SystemExit(f"mailsuite: {e}")
 
 
+#: Threads for disk waits (fsync, password hashing).
+DISK_THREADS = 32
+
+
 def makeService(options: Options) -> MailsuiteService:
     """The twistd entry point: the service tree for the loaded configuration."""
     from twisted.internet import reactor
 
+    # Deliveries wait on fsync in threads; with more threads than the default
+    # ten, concurrent sessions' fsyncs overlap instead of queueing.
+    reactor.suggestThreadPoolSize(DISK_THREADS)
     try:
         config = getattr(options, "mail_config", None) or load_config(options["config"])
         suite = build_service(config, reactor)

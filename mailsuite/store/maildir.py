@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -127,6 +127,7 @@ class Store:
         self.names = UniqueNames()
         self._accounts: dict[str, Account] = {}
         self._syncers: dict[str, durable.DirectorySyncer] = {}
+        self._known_maildirs: set[str] = set()
 
     def account(self, address: str) -> Account:
         """The account of ``address`` (a canonical address from the user list)."""
@@ -155,11 +156,18 @@ class Store:
         account = self.account(address)
         path = account.folder_path(folder)
         if names.canonical(folder) == names.INBOX:
-            make_maildir(path)
+            self._ensure_maildir(path)
         elif not os.path.isdir(os.path.join(path, "new")):
             raise NoSuchMailbox(folder)
         key, filename = await self.write_message(path, data, "new", "", None)
         return account.admit(folder, key, filename)
+
+    def _ensure_maildir(self, path: str) -> None:
+        """Make a Maildir once per process; a later delivery only checks ``new/``."""
+        if path in self._known_maildirs and os.path.isdir(os.path.join(path, "new")):
+            return
+        make_maildir(path)
+        self._known_maildirs.add(path)
 
     def write_message(
         self, path: str, data: bytes, sub: str, letters: str, internaldate: float | None
@@ -476,6 +484,26 @@ class Folder:
                     return to_crlf(f.read())
             except FileNotFoundError:
                 # Another program may have renamed it (flags); look again once.
+                self.refresh(force=True)
+                current = self._by_key.get(message.key)
+                if current is None:
+                    break
+                message = current
+        raise MessageGone(message.uid)
+
+    def open_message(self, message: Message) -> BinaryIO:
+        """The message file as stored, open for reading; raise ``MessageGone`` if expunged.
+
+        For streaming a message too large to hold whole (POP3 RETR). The
+        bytes are as on disk: line ends are not normalised, ``to_crlf`` is
+        the caller's job. An open file stays readable through renames and
+        unlinks by other sessions.
+        """
+        for _attempt in range(2):
+            try:
+                # Unbuffered: callers read in large blocks, and it opens faster.
+                return open(os.path.join(self.path, message.filename), "rb", buffering=0)
+            except FileNotFoundError:
                 self.refresh(force=True)
                 current = self._by_key.get(message.key)
                 if current is None:
