@@ -83,7 +83,7 @@ def makeService(options: Options) -> MailsuiteService:
 
     # Deliveries wait on fsync in threads; with more threads than the default
     # ten, concurrent sessions' fsyncs overlap instead of queueing.
-    reactor.suggestThreadPoolSize(DISK_THREADS)
+    reactor.suggestThreadPoolSize(DISK_THREADS)  # type: ignore[attr-defined]
     try:
         config = getattr(options, "mail_config", None) or load_config(options["config"])
         suite = build_service(config, reactor)
