@@ -40,6 +40,8 @@ from mailsuite.store.errors import (
     NoSuchMailbox,
     TemporaryFailure,
 )
+from mailsuite.store.index import FolderIndex
+from mailsuite.store.keywords import Keywords
 from mailsuite.store.uidlist import UidList
 
 log = Logger()
@@ -56,7 +58,7 @@ MTIME_GRACE = 2.0
 _SIZE_FIELD = re.compile(r",W=(\d+)")
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """One message in a folder, as the folder last saw it."""
 
@@ -66,6 +68,8 @@ class Message:
     filename: str
     #: Maildir info letters in ASCII order.
     letters: str
+    #: CONDSTORE modification sequence of the last change (RFC 7162).
+    modseq: int = 0
     _wire_size: int | None = None
     _internaldate: float | None = None
 
@@ -407,6 +411,9 @@ class Folder:
         self.path = path
         self.reactor = account.store.reactor
         self.uidlist = UidList(path, self.reactor)
+        self.index = FolderIndex(path, self.uidlist.uidvalidity)
+        self.keywords = Keywords(path)
+        self._indexed = self.index.load()
         self.messages: list[Message] = []
         self._by_uid: dict[int, Message] = {}
         self._by_key: dict[str, Message] = {}
@@ -426,6 +433,18 @@ class Folder:
     @property
     def uidnext(self) -> int:
         return self.uidlist.uidnext
+
+    @property
+    def highest_modseq(self) -> int:
+        return self.index.highest_modseq
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Wrap bulk flag changes and expunges so their index writes commit once."""
+        return self.index.batch()
+
+    def vanished_since(self, modseq: int) -> list[int]:
+        """UIDs expunged after ``modseq`` (QRESYNC, RFC 7162 3.2.5)."""
+        return self.index.expunged_since(modseq)
 
     # -- watching ------------------------------------------------------------
 
@@ -465,16 +484,36 @@ class Folder:
                 message._wire_size = int(match.group(1))
             else:
                 message._wire_size = len(self.read(message))
+                self.index.set_size(message.uid, message._wire_size)
         return message._wire_size
 
     def internaldate(self, message: Message) -> float:
         """When the message arrived: the file's mtime, as Dovecot keeps it."""
         if message._internaldate is None:
             try:
-                message._internaldate = os.stat(os.path.join(self.path, message.filename)).st_mtime
+                path = os.path.join(self.path, message.filename)
+                message._internaldate = os.stat(path).st_mtime
+                self.index.set_internaldate(message.uid, message._internaldate)
             except FileNotFoundError:
                 message._internaldate = time.time()
         return message._internaldate
+
+    def cached(self, message: Message, name: str) -> bytes | None:
+        """A blob the protocol asked to keep for this message (e.g. ENVELOPE)."""
+        return self.index.blob(message.uid, name)
+
+    def keep(self, message: Message, name: str, value: bytes) -> None:
+        """Keep a blob derived from the message's content, which never changes."""
+        self.index.put_blob(message.uid, name, value)
+
+    def flags_of(self, message: Message) -> list[str]:
+        """System flags and keywords of a message, as IMAP names them."""
+        flags = maildir_flags.letters_to_flags(message.letters)
+        for letter in message.letters:
+            keyword = self.keywords.name_for(letter)
+            if keyword is not None:
+                flags.append(keyword)
+        return flags
 
     def read(self, message: Message) -> bytes:
         """The message as served: CRLF line ends. Raise ``MessageGone`` if expunged."""
@@ -547,6 +586,7 @@ class Folder:
         if gone:
             self.messages = [m for m in self.messages if m.key in self._by_key]
             self.uidlist.forget(gone)
+            self.index.forget(changes.removed, self.index.next_modseq())
 
         for key, filename in on_disk.items():
             known = self._by_key.get(key)
@@ -556,6 +596,7 @@ class Folder:
                 if letters != known.letters:
                     known.letters = letters
                     changes.flags_changed.append(known)
+        self._bump_modseq(changes.flags_changed)
 
         new_keys = [key for key in on_disk if key not in self._by_key]
         changes.added = self._admit(new_keys, on_disk)
@@ -567,12 +608,23 @@ class Folder:
         fresh = sorted((k for k in keys if k not in self.uidlist.uid_of_key), key=_arrival_order)
         pairs = known + list(zip(self.uidlist.assign(fresh), fresh, strict=True))
         added = []
+        unindexed = []
+        modseq = 0
         for uid, key in sorted(pairs):
             filename = on_disk[key]
             message = Message(uid=uid, key=key, filename=filename, letters=_letters(filename))
+            row = self._indexed.pop(uid, None)
+            if row is None:
+                modseq = modseq or self.index.next_modseq()
+                message.modseq = modseq
+                unindexed.append((uid, None, modseq))
+            else:
+                message._wire_size, message._internaldate, message.modseq = row
             self._by_uid[uid] = message
             self._by_key[key] = message
             added.append(message)
+        if unindexed:
+            self.index.add(unindexed)
         if added and self.messages and added[0].uid < self.messages[-1].uid:
             self.messages = sorted([*self.messages, *added], key=lambda m: m.uid)
         else:
@@ -613,12 +665,35 @@ class Folder:
         message.filename = target
         message.letters = letters
         if changed:
+            self._bump_modseq([message])
             self._notify(FolderChanges(flags_changed=[message]))
         return message
 
     def set_flags(self, message: Message, flags: Iterable[str]) -> Message:
-        """Set the IMAP system flags of ``message``, keeping unknown letters."""
-        return self.set_letters(message, maildir_flags.replace_known(message.letters, list(flags)))
+        """Set the flags and keywords of ``message``, keeping letters we cannot name.
+
+        A keyword that finds no free letter (26 per folder) is not stored;
+        ``keywords.has_room()`` tells IMAP whether to offer ``\\*``.
+        """
+        flags = list(flags)
+        letters = maildir_flags.replace_known(message.letters, flags)
+        system = {f.lower() for f in maildir_flags.LETTER_OF_FLAG}
+        kept = "".join(c for c in letters if self.keywords.name_for(c) is None)
+        wanted = {
+            letter
+            for flag in flags
+            if flag.lower() not in system and not flag.startswith("\\")
+            if (letter := self.keywords.letter_for(flag, create=True)) is not None
+        }
+        return self.set_letters(message, kept + "".join(wanted))
+
+    def _bump_modseq(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        modseq = self.index.next_modseq()
+        for message in messages:
+            message.modseq = modseq
+        self.index.set_modseq([m.uid for m in messages], modseq)
 
     def expunge(self, uids: Iterable[int]) -> list[int]:
         """Remove these messages; returns the UIDs actually removed."""
@@ -637,6 +712,7 @@ class Folder:
             keys = [m.key for m in self.messages if m.uid in gone]
             self.messages = [m for m in self.messages if m.uid not in gone]
             self.uidlist.forget(keys)
+            self.index.forget(removed, self.index.next_modseq())
             self._notify(FolderChanges(removed=removed))
         return removed
 
