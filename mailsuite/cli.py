@@ -14,7 +14,9 @@ import getpass
 import sys
 from collections.abc import Callable
 
+from mailsuite import dkim
 from mailsuite.config import Config, ConfigError, load_config
+from mailsuite.queue import admin as queue_admin
 from mailsuite.users import UserDatabase, UserError, split_address
 
 #: A command's body: ``(parsed arguments, configuration) -> exit status``.
@@ -148,4 +150,6 @@ def read_password() -> str:
 
 COMMAND_GROUPS: dict[str, Register] = {
     "user": register_user_commands,
+    "queue": queue_admin.register,
+    "dkim": dkim.register,
 }

@@ -112,7 +112,11 @@ def build_service(
     context = build_context(config, reactor, make_store, make_spool)
     suite = MailsuiteService(context)
 
-    parts: list[Any] = [context.store, context.spool]
+    from mailsuite.queue.relay import RelayService
+
+    # The relayer starts before the listeners: its recovery of half-written
+    # queue entries must run before SMTP accepts anything new.
+    parts: list[Any] = [context.store, context.spool, RelayService(context)]
     for part in parts:
         if service.IService.providedBy(part):
             part.setServiceParent(suite)
