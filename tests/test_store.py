@@ -419,3 +419,53 @@ class CrlfTests(unittest.TestCase):
 
         self.assertIs(data, to_crlf(data))
         self.assertEqual(b"a\r\nb\r\nc\r\nd", to_crlf(b"a\nb\rc\r\nd"))
+
+
+class ExpungeTests(StoreTestCase):
+    def test_expunge_finds_a_file_renamed_by_another_program(self) -> defer.Deferred:
+        """A message mutt flagged meanwhile is still removed, not resurrected under a new UID."""
+        store = self.make_store()
+
+        async def check() -> None:
+            await self.deliver_many(store, 2)
+            inbox = store.account(ADDRESS).folder("INBOX")
+            first = inbox.messages[0]
+            os.rename(
+                os.path.join(inbox.path, first.filename),
+                os.path.join(inbox.path, "cur", first.key + ":2,S"),
+            )
+
+            self.assertEqual([1], inbox.expunge([1]))
+
+            inbox.refresh(force=True)
+            self.assertEqual([2], [m.uid for m in inbox.messages])
+            reopened = self.make_store().account(ADDRESS).folder("INBOX")
+            self.assertEqual([2], [m.uid for m in reopened.messages])
+
+        return defer.ensureDeferred(check())
+
+    def test_disk_error_mid_expunge_keeps_state_consistent(self) -> defer.Deferred:
+        """An I/O error on the second unlink is temporary; the first removal is recorded."""
+        store = self.make_store()
+
+        async def check() -> None:
+            await self.deliver_many(store, 3)
+            inbox = store.account(ADDRESS).folder("INBOX")
+            doomed = inbox.messages[1].filename
+            real_unlink = os.unlink
+
+            def unlink(path: str) -> None:
+                if path.endswith(doomed):
+                    raise OSError(5, "Input/output error")
+                real_unlink(path)
+
+            self.patch(os, "unlink", unlink)
+
+            with self.assertRaises(TemporaryFailure):
+                inbox.expunge([1, 2, 3])
+
+            self.assertEqual([2, 3], [m.uid for m in inbox.messages])
+            self.assertIsNone(inbox.get(1))
+            self.assertIsNotNone(inbox.get(2))
+
+        return defer.ensureDeferred(check())

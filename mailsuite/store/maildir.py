@@ -113,6 +113,8 @@ def to_crlf(data: bytes) -> bytes:
     """Make every line end CRLF; a lone CR or LF becomes CRLF."""
     if data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r"):
         return data
+    if b"\r" not in data:
+        return data.replace(b"\n", b"\r\n")
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
@@ -696,25 +698,70 @@ class Folder:
         self.index.set_modseq([m.uid for m in messages], modseq)
 
     def expunge(self, uids: Iterable[int]) -> list[int]:
-        """Remove these messages; returns the UIDs actually removed."""
-        removed = []
-        for uid in sorted(set(uids)):
-            message = self._by_uid.get(uid)
-            if message is None:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.path, message.filename))
-            del self._by_uid[uid]
-            del self._by_key[message.key]
-            removed.append(uid)
-        if removed:
-            gone = set(removed)
-            keys = [m.key for m in self.messages if m.uid in gone]
-            self.messages = [m for m in self.messages if m.uid not in gone]
-            self.uidlist.forget(keys)
-            self.index.forget(removed, self.index.next_modseq())
-            self._notify(FolderChanges(removed=removed))
+        """Remove these messages; returns the UIDs actually removed.
+
+        A file another program renamed meanwhile is found again and removed;
+        one that is already gone counts as removed. A disk error stops the
+        work with ``TemporaryFailure``, after recording what was removed.
+        """
+        removed: list[int] = []
+        try:
+            for uid in sorted(set(uids)):
+                message = self._by_uid.get(uid)
+                if message is not None:
+                    self._unlink(message)
+                    removed.append(uid)
+        finally:
+            self._forget(removed)
         return removed
+
+    def _unlink(self, message: Message) -> None:
+        for _attempt in range(2):
+            try:
+                os.unlink(os.path.join(self.path, message.filename))
+                return
+            except FileNotFoundError:
+                current = self._find_on_disk(message.key)
+                if current is None:
+                    return
+                message.filename = current
+            except OSError as e:
+                raise TemporaryFailure(f"cannot remove message: {e.strerror}") from e
+
+    def _find_on_disk(self, key: str) -> str | None:
+        """Where a message's file is now, after another program renamed it."""
+        for sub in ("cur", "new"):
+            with (
+                contextlib.suppress(FileNotFoundError),
+                os.scandir(os.path.join(self.path, sub)) as entries,
+            ):
+                for entry in entries:
+                    if entry.name == key or entry.name.startswith(key + ":"):
+                        return f"{sub}/{entry.name}"
+        return None
+
+    def _forget(self, removed: list[int]) -> None:
+        """Drop expunged messages from memory and records, and tell the sessions."""
+        if not removed:
+            return
+        gone = set(removed)
+        keys = [m.key for m in self.messages if m.uid in gone]
+        for key in keys:
+            message = self._by_key.pop(key)
+            del self._by_uid[message.uid]
+        self.messages = [m for m in self.messages if m.uid not in gone]
+        self.uidlist.forget(keys)
+        self.index.forget(removed, self.index.next_modseq())
+        self._sync_removals()
+        self._notify(FolderChanges(removed=removed))
+
+    def _sync_removals(self) -> None:
+        """Make the unlinks durable soon; a crash before that brings a message
+        back (a duplicate download at worst), never loses one."""
+        store = self.account.store
+        for sub in ("cur", "new"):
+            d = store._sync_directory(os.path.join(self.path, sub))
+            d.addErrback(lambda f: log.failure("sync after expunge failed", f))
 
     def append(
         self, data: bytes, letters: str = "", internaldate: float | None = None
