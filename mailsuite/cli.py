@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 
 from mailsuite import dkim
+from mailsuite.aliases import AliasError, AliasTable, alias_key, check_address
 from mailsuite.config import Config, ConfigError, load_config
 from mailsuite.queue import admin as queue_admin
 from mailsuite.users import UserDatabase, UserError, split_address
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args, config))
     except ConfigError as e:
         return _fail(str(e), EXIT_CONFIG)
-    except (CommandError, UserError) as e:
+    except (CommandError, UserError, AliasError) as e:
         return _fail(str(e), EXIT_FAILED)
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
@@ -134,6 +135,61 @@ def user_list(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+# -- mailsuite alias ... -------------------------------------------------------
+
+
+def register_alias_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    alias = groups.add_parser("alias", help="add, remove and list aliases")
+    commands = alias.add_subparsers(title="alias commands", metavar="COMMAND", required=True)
+
+    add = commands.add_parser(
+        "add", help="make ALIAS deliver to TARGETs (added to its targets if it exists)"
+    )
+    add.add_argument("alias", metavar="ALIAS", help="an address in one of our domains")
+    add.add_argument("targets", metavar="TARGET", nargs="+", help="users or any other address")
+    add.set_defaults(handler=alias_add)
+
+    delete = commands.add_parser("del", help="remove an alias")
+    delete.add_argument("alias", metavar="ALIAS")
+    delete.set_defaults(handler=alias_del)
+
+    listing = commands.add_parser("list", help="print every alias and its targets")
+    listing.set_defaults(handler=alias_list)
+
+
+def alias_add(args: argparse.Namespace, config: Config) -> int:
+    alias = check_address(args.alias)
+    domain = alias_key(alias).rpartition("@")[2]
+    if not config.is_local_domain(domain):
+        raise CommandError(
+            f"{domain} is not one of this server's domains ({', '.join(config.domains)}); "
+            "an alias must be an address this server receives mail for"
+        )
+
+    alias, targets = AliasTable(config.aliases, config.domains).add(alias, args.targets)
+    print(f"{alias}: {', '.join(targets)}")
+    keeps_copy = alias_key(alias) in {alias_key(t) for t in targets}
+    if UserDatabase(config.users).exists(alias) and not keeps_copy:
+        print(
+            f"note: {alias} is also a user; their mail now goes only to the targets "
+            f"(add {alias} itself as a target to keep a copy in the mailbox)"
+        )
+    return EXIT_OK
+
+
+def alias_del(args: argparse.Namespace, config: Config) -> int:
+    alias = AliasTable(config.aliases, config.domains).delete(args.alias)
+    print(f"deleted {alias}")
+    return EXIT_OK
+
+
+def alias_list(args: argparse.Namespace, config: Config) -> int:
+    aliases = AliasTable(config.aliases, config.domains).aliases()
+    for alias in sorted(aliases, key=str.lower):
+        print(f"{alias}: {', '.join(aliases[alias])}")
+    return EXIT_OK
+
+
 def read_password() -> str:
     """The first line of stdin when piped; else asked twice at the terminal."""
     if not sys.stdin.isatty():
@@ -150,6 +206,7 @@ def read_password() -> str:
 
 COMMAND_GROUPS: dict[str, Register] = {
     "user": register_user_commands,
+    "alias": register_alias_commands,
     "queue": queue_admin.register,
     "dkim": dkim.register,
 }

@@ -110,6 +110,9 @@ class Config:
     auth: AuthConfig
     relay: RelayConfig
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
+    #: The aliases file (``mailsuite.aliases``); last, with a default, so
+    #: code that builds a ``Config`` by hand keeps working.
+    aliases: str = os.path.join("maildirs", ".aliases")
 
     def is_local_domain(self, domain: str) -> bool:
         return domain.lower() in self.domains
@@ -161,6 +164,7 @@ class _Reader:
             "domains",
             "store",
             "users",
+            "aliases",
             "queue",
             "tls",
             "listen",
@@ -175,6 +179,7 @@ class _Reader:
         domains = tuple(d.lower() for d in self.strings(data, "domains", [hostname]))
         store = self.path(data, "store", "maildirs")
         users = self.path(data, "users", os.path.join("maildirs", ".users"))
+        aliases = self.path(data, "aliases", os.path.join("maildirs", ".aliases"))
         queue = self.path(data, "queue", os.path.join("maildirs", ".queue"))
 
         return Config(
@@ -190,6 +195,7 @@ class _Reader:
             auth=self.auth(self.table(data, "auth")),
             relay=self.relay(self.table(data, "relay")),
             dkim=self.dkim(self.table(data, "dkim")),
+            aliases=aliases,
         )
 
     def tls(self, data: dict[str, Any]) -> TLSConfig:

@@ -1,5 +1,9 @@
 """Handing an accepted message to the mailboxes and the queue, durably.
 
+Every local user gets one copy however many recipients (addresses, aliases)
+lead to them; remote addresses (relayed, or an alias's forwards) go into the
+queue as one entry with the envelope sender unchanged.
+
 ``accept`` fires only when every local delivery and the queue write have
 fired, each of them fsynced; only then does the session say 250. If any of
 them fails, it fails after all have settled, and the client gets a
@@ -31,8 +35,9 @@ class Intake:
         self, transaction_id: str, sender: str, recipients: list[Recipient], data: bytes
     ) -> defer.Deferred[None]:
         """Store ``data`` for every recipient; fails with the first error seen."""
-        mailboxes = _unique(r.mailbox for r in recipients if r.mailbox is not None)
-        remote = _unique(r.address for r in recipients if r.mailbox is None)
+        # Aliases are expanded here: two that reach one user give one copy.
+        mailboxes = _unique(mailbox for r in recipients for mailbox in r.mailboxes)
+        remote = _unique(address for r in recipients for address in r.remote)
 
         work = [self._deliver(transaction_id, sender, mailbox, data) for mailbox in mailboxes]
         if remote:

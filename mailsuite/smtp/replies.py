@@ -121,6 +121,21 @@ NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8", counts=
 #: RFC 1870 6.1: declared (SIZE=) or actual size over the limit.
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 
+# -- who may send as whom, on submission (RFC 6409 6.1; RFC 3463 5.7.1) --------
+
+#: MAIL FROM an address the authenticated user does not own, or <>.
+SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by you", counts=True)
+#: End of DATA. RFC 5321 4.3.2 does not list 553 after DATA, but clients
+#: act on the first digit (4.2.1); 553 says the same thing as at MAIL.
+FROM_NOT_OWNED = Reply(553, "5.7.1", "From: header names an address not owned by you")
+#: A From: field that is no plain address list: refused, not taken as no From:.
+FROM_UNREADABLE = Reply(553, "5.7.1", "From: header is not a list of addresses")
+#: The From: check reads ``headers.HEADER_LIMIT`` octets of header, no more.
+HEADER_TOO_LONG = Reply(552, "5.3.4", "Header section too big")
+#: MX mail an alias would forward with a From: in our domains (or unreadable):
+#: the relayer would DKIM-sign it as ours (see ``policy``).
+FORWARD_REFUSED = Reply(550, "5.7.1", "Not forwarded: From: claims one of our domains")
+
 # -- authentication (RFC 4954 6) -----------------------------------------------
 
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")

@@ -12,7 +12,8 @@ The three kinds differ only in their ``Mode``:
   relay at all; STARTTLS offered when TLS is configured.
 - ``submission``: our users' mail to anyone. AUTH PLAIN/LOGIN is offered and
   accepted only under TLS (``538`` before STARTTLS), or from a loopback peer
-  when ``auth.plaintext_on_loopback`` is set; MAIL needs AUTH first.
+  when ``auth.plaintext_on_loopback`` is set; MAIL needs AUTH first, and
+  ``SenderPolicy`` checks the sender at MAIL and the From: header after DATA.
 - ``submissions``: the same over TLS from the first byte (the listener wraps
   this factory in TLS, so sessions start ``secure``).
 
@@ -35,13 +36,21 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailsuite import sasl
+from mailsuite.aliases import AliasTable
+from mailsuite.config import ConfigError
 from mailsuite.context import ServiceContext
 from mailsuite.lineproto import LineSession
 from mailsuite.smtp import auth, replies
 from mailsuite.smtp.data import DataReader
 from mailsuite.smtp.intake import Intake
 from mailsuite.smtp.parse import parse_helo, parse_mail, parse_rcpt, split_command
-from mailsuite.smtp.policy import Recipient, RecipientPolicy, UserDirectory
+from mailsuite.smtp.policy import (
+    AliasDirectory,
+    Recipient,
+    RecipientPolicy,
+    SenderPolicy,
+    UserDirectory,
+)
 from mailsuite.smtp.received import protocol_name, received_header
 from mailsuite.smtp.replies import Reply, SMTPReplyError
 from mailsuite.users import SessionCredentials
@@ -380,6 +389,8 @@ class SMTPSession(LineSession):
         mail = parse_mail(argument, self.esmtp, self.mode.offers_auth)
         if not mail.sender.ascii and not mail.smtputf8:
             raise SMTPReplyError(replies.NEEDS_SMTPUTF8)
+        if self.user is not None:
+            self._check_sender(self.user, mail.sender.text)
         if mail.size is not None and mail.size > self.limit:
             self._rejected("MAIL", replies.MESSAGE_TOO_BIG, sender=mail.sender.text)
             raise SMTPReplyError(replies.MESSAGE_TOO_BIG)
@@ -387,6 +398,13 @@ class SMTPSession(LineSession):
         self.transaction = Transaction(mail.sender.text, mail.smtputf8)
         self.state = State.MAIL
         self.send(replies.SENDER_OK.wire)
+
+    def _check_sender(self, user: str, sender: str) -> None:
+        try:
+            self.factory.senders.envelope(user, sender)
+        except SMTPReplyError as e:
+            self._rejected("MAIL", e.reply, sender=sender or "<>", user=user)
+            raise
 
     def smtp_RCPT(self, argument: str) -> None:
         transaction = self.transaction
@@ -442,6 +460,11 @@ class SMTPSession(LineSession):
             self.send(replies.MESSAGE_TOO_BIG.wire)
             return None
 
+        refusal = self._check_message(transaction, message)
+        if refusal is not None:
+            self.send(refusal.wire)
+            return None
+
         self._transactions += 1
         transaction_id = f"{self.session_id}.{self._transactions}"
         data = self._received_header(transaction, transaction_id) + message
@@ -449,6 +472,19 @@ class SMTPSession(LineSession):
             transaction_id, transaction.sender, transaction.recipients, data
         )
         return d.addCallbacks(self._accepted, self._not_accepted, (transaction_id,))
+
+    def _check_message(self, transaction: Transaction, message: bytes) -> Reply | None:
+        """The reply refusing a From: the user does not own, or one we must not forward."""
+        senders = self.factory.senders
+        try:
+            if self.user is not None:
+                senders.message(self.user, transaction.sender, message)
+            elif any(r.remote for r in transaction.recipients):
+                senders.forwarded(message)
+        except SMTPReplyError as e:
+            self._rejected("DATA", e.reply, sender=transaction.sender, user=self.user or "")
+            return e.reply
+        return None
 
     def _received_header(self, transaction: Transaction, transaction_id: str) -> bytes:
         recipients = transaction.recipients
@@ -490,18 +526,38 @@ class SMTPSession(LineSession):
 class SMTPFactory(Factory):
     """Builds sessions of one kind ("smtp", "submission" or "submissions")."""
 
-    def __init__(self, ctx: ServiceContext, kind: str, users: UserDirectory | None = None) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        kind: str,
+        users: UserDirectory | None = None,
+        aliases: AliasDirectory | None = None,
+    ) -> None:
         if kind not in MODES:
             raise ValueError(f"unknown SMTP listener kind {kind!r}; use one of {sorted(MODES)}")
         users = users or getattr(ctx.checker, "db", None)
         if users is None:
             raise ValueError("SMTPFactory needs users=, or a checker with a .db user list")
+        aliases = aliases or _readable_aliases(ctx)
 
         self.ctx = ctx
         self.kind = kind
         self.mode = MODES[kind]
-        self.policy = RecipientPolicy(ctx.config, users)
+        self.policy = RecipientPolicy(ctx.config, users, aliases)
+        self.senders = SenderPolicy(aliases, ctx.config.domains)
         self.intake = Intake(ctx.store, ctx.spool, ctx.maillog)
 
     def buildProtocol(self, addr: Any) -> SMTPSession:
         return SMTPSession(self)
+
+
+def _readable_aliases(ctx: ServiceContext) -> AliasTable:
+    """The aliases file, read once now so a permission problem stops start-up."""
+    config = ctx.config
+    table = AliasTable(config.aliases, config.domains)
+    try:
+        table.aliases()
+    except OSError as e:
+        where = config.path or "built-in defaults"
+        raise ConfigError(f"{where}: key 'aliases': {config.aliases}: cannot read: {e.strerror}")
+    return table
