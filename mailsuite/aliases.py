@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from twisted.logger import Logger
 
 from mailsuite import durable
+from mailsuite.config import Config, ConfigError
 from mailsuite.users import UserError, split_address
 
 log = Logger()
@@ -98,6 +99,17 @@ class _Entry:
         """Whether a following indented line belongs to this entry."""
         first = self.texts[0].strip() if self.texts else ""
         return bool(first) and not first.startswith("#")
+
+
+def open_aliases(config: Config) -> AliasTable:
+    """The aliases file, read once now so a permission problem stops start-up."""
+    table = AliasTable(config.aliases, config.domains)
+    try:
+        table.aliases()
+    except OSError as e:
+        where = config.path or "built-in defaults"
+        raise ConfigError(f"{where}: key 'aliases': {config.aliases}: cannot read: {e.strerror}")
+    return table
 
 
 class AliasTable:

@@ -32,3 +32,6 @@ class ServiceContext:
     #: Deferred that fires with the queue id once the message is fsynced.
     spool: Any
     maillog: MailLog
+    #: The aliases file (``mailsuite.aliases.AliasTable``), shared by the SMTP
+    #: listeners and the relayer; None where a test has no aliases.
+    aliases: Any = None

@@ -29,6 +29,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
 from mailsuite import tls
+from mailsuite.aliases import open_aliases
 from mailsuite.config import IMPLICIT_TLS, LISTENER_NAMES, Config, ConfigError, load_config
 from mailsuite.context import ServiceContext
 from mailsuite.maillog import MailLog
@@ -157,6 +158,7 @@ def build_context(
         tls=tls_options,
         spool=spool,
         maillog=maillog,
+        aliases=open_aliases(config),
     )
 
 

@@ -412,3 +412,26 @@ class ConfigTests(TestCase):
             f.write('aliases = "etc/aliases"\n')
 
         self.assertEqual(os.path.join(folder, "etc", "aliases"), load_config(path).aliases)
+
+
+class BounceAddressTests(TestCase):
+    def test_bounce_to_an_alias_reaches_the_user_behind_it(self) -> None:
+        """A DSN for mail sent as an alias goes to the local user the alias delivers to."""
+        from types import SimpleNamespace
+
+        from mailsuite.queue.relay import _local_users
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("family@example.test: remote@example.net, Alice@example.test\n")
+        users = {"alice@example.test": "Alice@example.test"}
+        ctx = SimpleNamespace(
+            checker=SimpleNamespace(db=SimpleNamespace(canonical=lambda a: users.get(a.lower()))),
+            aliases=AliasTable(path, ["example.test"]),
+        )
+
+        local_user = _local_users(ctx)  # type: ignore[arg-type]
+
+        self.assertEqual("Alice@example.test", local_user("family@example.test"))
+        self.assertEqual("Alice@example.test", local_user("alice@example.test"))
+        self.assertIsNone(local_user("nobody@example.test"))

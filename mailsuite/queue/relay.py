@@ -520,9 +520,20 @@ def inspect_message(path: str, signer: Signer | None) -> MessageInfo:
 
 
 def _local_users(ctx: ServiceContext) -> Callable[[str], str | None]:
-    """Local addresses as the user list spells them, when the checker has one."""
+    """The local user a bounce to ``address`` reaches: the user of that name,
+    or the first local user an alias of that name delivers to."""
     db = getattr(ctx.checker, "db", None)
     canonical = getattr(db, "canonical", None)
     if canonical is None:
         return lambda address: address
-    return canonical
+    aliases = ctx.aliases
+
+    def local_user(address: str) -> str | None:
+        targets = aliases.expand(address) if aliases is not None else None
+        for target in targets or [address]:
+            user = canonical(target)
+            if user is not None:
+                return str(user)
+        return None
+
+    return local_user

@@ -36,8 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailsuite import sasl
-from mailsuite.aliases import AliasTable
-from mailsuite.config import ConfigError
+from mailsuite.aliases import open_aliases
 from mailsuite.context import ServiceContext
 from mailsuite.lineproto import LineSession
 from mailsuite.smtp import auth, replies
@@ -538,7 +537,7 @@ class SMTPFactory(Factory):
         users = users or getattr(ctx.checker, "db", None)
         if users is None:
             raise ValueError("SMTPFactory needs users=, or a checker with a .db user list")
-        aliases = aliases or _readable_aliases(ctx)
+        aliases = aliases or ctx.aliases or open_aliases(ctx.config)
 
         self.ctx = ctx
         self.kind = kind
@@ -549,15 +548,3 @@ class SMTPFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> SMTPSession:
         return SMTPSession(self)
-
-
-def _readable_aliases(ctx: ServiceContext) -> AliasTable:
-    """The aliases file, read once now so a permission problem stops start-up."""
-    config = ctx.config
-    table = AliasTable(config.aliases, config.domains)
-    try:
-        table.aliases()
-    except OSError as e:
-        where = config.path or "built-in defaults"
-        raise ConfigError(f"{where}: key 'aliases': {config.aliases}: cannot read: {e.strerror}")
-    return table
