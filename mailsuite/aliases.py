@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from mailsuite import durable
 from mailsuite.config import Config, ConfigError
 from mailsuite.users import UserError, split_address
+from mailsuite.watchedfile import read_if_changed
 
 log = Logger()
 
@@ -212,19 +213,9 @@ class AliasTable:
 
     def _refresh(self) -> None:
         """Reread the file if its inode, size or mtime changed."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self._load([], None)
-            return
-
-        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if signature == self._signature:
-            return
-
-        with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
-        self._load(text.splitlines(), signature)
+        lines, signature = read_if_changed(self.path, self._signature)
+        if lines is not None:
+            self._load(lines, signature)
 
     def _load(self, texts: list[str], signature: tuple[int, int, int] | None) -> None:
         entries = self._parse(texts)

@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from mailsuite import durable
 from mailsuite.maillog import MailLog
+from mailsuite.watchedfile import read_if_changed
 
 log = Logger()
 
@@ -118,19 +119,9 @@ class UserDatabase:
 
     def _refresh(self) -> None:
         """Reread the file if its inode, size or mtime changed."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self._load([], None)
-            return
-
-        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if signature == self._signature:
-            return
-
-        with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
-        self._load(text.splitlines(), signature)
+        lines, signature = read_if_changed(self.path, self._signature)
+        if lines is not None:
+            self._load(lines, signature)
 
     def _load(self, texts: list[str], signature: tuple[int, int, int] | None) -> None:
         lines = [self._parse(number, text) for number, text in enumerate(texts, 1)]

@@ -519,18 +519,8 @@ class Folder:
 
     def read(self, message: Message) -> bytes:
         """The message as served: CRLF line ends. Raise ``MessageGone`` if expunged."""
-        for _attempt in range(2):
-            try:
-                with open(os.path.join(self.path, message.filename), "rb") as f:
-                    return to_crlf(f.read())
-            except FileNotFoundError:
-                # Another program may have renamed it (flags); look again once.
-                self.refresh(force=True)
-                current = self._by_key.get(message.key)
-                if current is None:
-                    break
-                message = current
-        raise MessageGone(message.uid)
+        with self.open_message(message) as f:
+            return to_crlf(f.read())
 
     def open_message(self, message: Message) -> BinaryIO:
         """The message file as stored, open for reading; raise ``MessageGone`` if expunged.
@@ -545,6 +535,7 @@ class Folder:
                 # Unbuffered: callers read in large blocks, and it opens faster.
                 return open(os.path.join(self.path, message.filename), "rb", buffering=0)
             except FileNotFoundError:
+                # Another program may have renamed it (flags); look again once.
                 self.refresh(force=True)
                 current = self._by_key.get(message.key)
                 if current is None:
