@@ -1,0 +1,314 @@
+"""FETCH and UID FETCH (RFC 3501 6.4.5, 6.4.8, 7.4.2).
+
+Two paths. When only folder metadata is asked for (UID, FLAGS,
+RFC822.SIZE, INTERNALDATE) no message file is opened: flags come from the
+Maildir file name, sizes and dates from the folder index, so a client's
+bulk ``UID FETCH 1:* (UID FLAGS)`` costs a string format per message.
+Anything else reads the message once, through the factory's cache, and
+parses it only for items that need structure. ENVELOPE, BODYSTRUCTURE and
+header-field selections are kept in the folder index once made, so the
+next client to ask for them (Thunderbird's header fetch) opens no file.
+
+Output goes out in chunks; between chunks the command waits for the client
+to take what was sent, so fetching a whole mailbox does not pile up in
+memory. A message expunged by another session but not yet announced is
+served from the cache when it is there and skipped otherwise; the command
+then ends ``NO [EXPUNGEISSUED]`` (RFC 5530) after sending everything else.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+
+from mailsuite.imap.cache import CachedMessage, MessageCache
+from mailsuite.imap.commands.base import Command, selected_of
+from mailsuite.imap.parser import FetchItem, Section, parse_fetch_items
+from mailsuite.imap.responses import (
+    EXPUNGEISSUED,
+    NO,
+    OK,
+    SERVERBUG,
+    Reply,
+    astring,
+    internaldate,
+)
+from mailsuite.imap.selected import SelectedMailbox
+from mailsuite.store import Folder, Message, MessageGone
+
+if TYPE_CHECKING:
+    from mailsuite.imap.message import ParsedMessage
+    from mailsuite.imap.server import IMAPSession
+
+log = Logger()
+
+#: Responses gathered before they are handed to the session in one piece.
+BATCH_BYTES = 64 * 1024
+
+#: Messages rendered between two waits for the client to drain.
+CONTENT_CHUNK = 32
+
+#: Prefix of the names values are kept under in the folder index; bump it
+#: when the message model's ENVELOPE, BODYSTRUCTURE or header fields change,
+#: so values kept by an older version are not served.
+BLOB_VERSION = "imap1:"
+
+#: Metadata items: how each is written, and what gives its value for a view.
+METADATA_FORMAT = {
+    "UID": b"UID %d",
+    "FLAGS": b"FLAGS %s",
+    "RFC822.SIZE": b"RFC822.SIZE %d",
+    "INTERNALDATE": b"INTERNALDATE %s",
+}
+MetadataValue = Callable[[Message], object]
+METADATA_VALUE: dict[str, Callable[[SelectedMailbox], MetadataValue]] = {
+    "UID": lambda view: operator.attrgetter("uid"),
+    "FLAGS": lambda view: view.flags,
+    "RFC822.SIZE": lambda view: view.folder.wire_size,
+    "INTERNALDATE": lambda view: lambda m: internaldate(view.folder.internaldate(m)),
+}
+
+
+def metadata_line_maker(
+    view: SelectedMailbox, names: list[str]
+) -> Callable[[int, Message], bytes]:
+    """A function writing one FETCH response of metadata items, with no per-item dispatch.
+
+    The bulk flag fetch clients open a mailbox with is the hottest path of
+    the server; one format string and one call per item keeps it near the
+    cost of formatting the bytes.
+    """
+    template = b"* %d FETCH (" + b" ".join(METADATA_FORMAT[n] for n in names) + b")\r\n"
+    values = [METADATA_VALUE[n](view) for n in names]
+    if len(values) == 1:
+        (a,) = values
+        return lambda number, m: template % (number, a(m))
+    if len(values) == 2:
+        a, b = values
+        return lambda number, m: template % (number, a(m), b(m))
+    if len(values) == 3:
+        a, b, c = values
+        return lambda number, m: template % (number, a(m), b(m), c(m))
+    return lambda number, m: template % (number, *[value(m) for value in values])
+
+
+def literal(data: bytes | None) -> bytes:
+    """Message text as a literal; NUL, which IMAP4rev1 forbids, goes as 0x80 (as Dovecot).
+
+    A section that does not exist (None) is an empty string, as Dovecot answers.
+    """
+    if not data:
+        return b'""'
+    if b"\0" in data:
+        data = data.replace(b"\0", b"\x80")
+    return b"{%d}\r\n" % len(data) + data
+
+
+class FetchPlan:
+    """The items of one FETCH, and what serving them will need."""
+
+    def __init__(self, items: list[FetchItem], uid_command: bool) -> None:
+        if uid_command and not any(item.name == "UID" for item in items):
+            # RFC 3501 6.4.8: UID FETCH answers always carry the UID.
+            items = [FetchItem("UID"), *items]
+        self.items = items
+        self.sets_seen = any(item.sets_seen for item in items)
+        self.needs_content = any(item.needs_content for item in items)
+        #: Items that always read the message (all but the ones the index keeps).
+        self.needs_text = any(item.needs_content and not _keepable(item) for item in items)
+        self.has_flags = any(item.name == "FLAGS" for item in items)
+
+
+def _keepable(item: FetchItem) -> bool:
+    if item.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
+        return True
+    section = item.section
+    return section is not None and not section.part and section.kind.startswith("HEADER.FIELDS")
+
+
+async def fetch(session: IMAPSession, command: Command) -> Reply:
+    reader = command.args
+    reader.space()
+    numbers = reader.sequence_set()
+    reader.space()
+    plan = FetchPlan(parse_fetch_items(reader), command.uid)
+    reader.end()
+
+    view = selected_of(session)
+    positions = view.select(numbers, command.uid)
+    if plan.needs_content:
+        problems = await _fetch_content(session, view, positions, plan)
+    else:
+        problems = await _fetch_metadata(session, view, positions, plan)
+    return problems or Reply(OK, "FETCH completed")
+
+
+async def _fetch_metadata(
+    session: IMAPSession, view: SelectedMailbox, positions: list[int], plan: FetchPlan
+) -> Reply | None:
+    line_of = metadata_line_maker(view, [item.name for item in plan.items])
+    messages = view.messages
+    batch: list[bytes] = []
+    size = 0
+    gone = False
+    for position in positions:
+        try:
+            line = line_of(position + 1, messages[position])
+        except MessageGone:
+            gone = True
+            continue
+        batch.append(line)
+        size += len(line)
+        if size >= BATCH_BYTES:
+            session.untagged(b"".join(batch))
+            batch, size = [], 0
+            await session.drain()
+            if session.closed:
+                return None
+    session.untagged(b"".join(batch))
+    return Reply(NO, "Some messages were expunged", EXPUNGEISSUED) if gone else None
+
+
+async def _fetch_content(
+    session: IMAPSession, view: SelectedMailbox, positions: list[int], plan: FetchPlan
+) -> Reply | None:
+    gone = failed = False
+    cache = session.factory.cache
+    done = 0
+    while done < len(positions):
+        if session.closed:
+            return None
+        # One index commit per chunk for the values kept and the \Seen set;
+        # a chunk ends early when the client stops taking what we send.
+        with view.folder.batch():
+            for position in positions[done : done + CONTENT_CHUNK]:
+                done += 1
+                message = view.messages[position]
+                try:
+                    source = Source(cache, view.folder, message)
+                    session.untagged(_render(view, position, source, plan))
+                except MessageGone:
+                    gone = True
+                except Exception:
+                    log.failure("cannot FETCH message {uid}", uid=message.uid)
+                    failed = True
+                if session.write_blocked:
+                    break
+        await session.drain()
+    if failed:
+        return Reply(NO, "Some messages could not be fetched; it has been logged", SERVERBUG)
+    if gone:
+        return Reply(NO, "Some messages were expunged", EXPUNGEISSUED)
+    return None
+
+
+class Source:
+    """One message's content for FETCH, read from disk only when an item needs it.
+
+    What is costly to derive and never changes for a message (ENVELOPE,
+    BODYSTRUCTURE, header field selections) is kept in the folder's index,
+    so a client's second header fetch of a mailbox opens no file.
+    """
+
+    __slots__ = ("_cache", "_content", "folder", "message")
+
+    def __init__(self, cache: MessageCache, folder: Folder, message: Message) -> None:
+        self._cache = cache
+        self.folder = folder
+        self.message = message
+        self._content: CachedMessage | None = None
+
+    @property
+    def content(self) -> CachedMessage:
+        return self.load()
+
+    def load(self) -> CachedMessage:
+        """The message, read now if not yet (``MessageGone`` if it was expunged)."""
+        if self._content is None:
+            self._content = self._cache.get(self.folder, self.message)
+        return self._content
+
+    def kept(self, name: str, make: Callable[[ParsedMessage], bytes]) -> bytes:
+        """A value from the index, or made from the parsed message and kept."""
+        key = BLOB_VERSION + name
+        value = self.folder.cached(self.message, key)
+        if value is None:
+            value = make(self.content.parsed)
+            self.folder.keep(self.message, key, value)
+        return value
+
+
+def _render(view: SelectedMailbox, position: int, source: Source, plan: FetchPlan) -> bytes:
+    if plan.needs_text:
+        source.load()  # first: if the message is gone, nothing below happens
+    seen_now = plan.sets_seen and _mark_seen(view, source.message)
+    values = [_item(view, source, item) for item in plan.items]
+    if seen_now and not plan.has_flags:
+        # RFC 3501 6.4.5: a \Seen set by this FETCH is reported with it.
+        values.append(b"FLAGS " + view.flags(source.message))
+    return b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(values))
+
+
+def _mark_seen(view: SelectedMailbox, message: Message) -> bool:
+    """Set \\Seen for a body fetch, unless read-only or already seen."""
+    if view.readonly or "S" in message.letters or view.is_expunged(message):
+        return False
+    with view.quiet([message.uid]):
+        view.folder.set_letters(message, message.letters + "S")
+    return True
+
+
+def _item(view: SelectedMailbox, source: Source, item: FetchItem) -> bytes:
+    name = item.name
+    if name in METADATA_FORMAT:
+        return METADATA_FORMAT[name] % METADATA_VALUE[name](view)(source.message)
+    if name == "ENVELOPE":
+        return b"ENVELOPE " + source.kept(name, lambda p: p.envelope())
+    if name == "BODYSTRUCTURE":
+        return b"BODYSTRUCTURE " + source.kept(name, lambda p: p.bodystructure(extensible=True))
+    if name == "BODY":
+        return b"BODY " + source.kept(name, lambda p: p.bodystructure(extensible=False))
+    if name == "RFC822":
+        return b"RFC822 " + literal(source.content.data)
+    if name == "RFC822.HEADER":
+        return b"RFC822.HEADER " + literal(source.content.parsed.section((), "HEADER"))
+    if name == "RFC822.TEXT":
+        return b"RFC822.TEXT " + literal(source.content.parsed.section((), "TEXT"))
+    return _body_section(source, item)
+
+
+def _body_section(source: Source, item: FetchItem) -> bytes:
+    """``BODY[section]<origin>`` and its data (RFC 3501 6.4.5, 7.4.2)."""
+    section = item.section or Section()
+    label = b"BODY[" + _section_label(section) + b"]"
+    data: bytes | None
+    if not section.part and not section.kind:
+        data = source.content.data
+    elif not section.part and section.kind.startswith("HEADER.FIELDS"):
+        fields = " ".join(sorted(set(section.fields)))
+        data = source.kept(
+            f"{section.kind} ({fields})",
+            lambda p: p.section((), section.kind, section.fields) or b"",
+        )
+    else:
+        data = source.content.parsed.section(section.part, section.kind, section.fields)
+    if item.partial is not None:
+        offset, length = item.partial
+        # A partial past the end is an empty string, not the whole message.
+        data = (data or b"")[offset : offset + length]
+        label += b"<%d>" % offset
+    return label + b" " + literal(data)
+
+
+def _section_label(section: Section) -> bytes:
+    text = ".".join(str(n) for n in section.part)
+    if section.kind:
+        text = f"{text}.{section.kind}" if text else section.kind
+    label = text.encode("ascii")
+    if section.fields:
+        fields = b" ".join(astring(f.encode("ascii", "replace")) for f in section.fields)
+        label += b" (" + fields + b")"
+    return label

@@ -1,0 +1,103 @@
+"""Opening and leaving a mailbox, and expunging it (RFC 3501 6.3.1-2, 6.4.1-3).
+
+SELECT, EXAMINE, CLOSE, UNSELECT (RFC 3691), CHECK, EXPUNGE and UID
+EXPUNGE (RFC 4315 2.1).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailsuite.imap import flags as imap_flags
+from mailsuite.imap.commands.base import Command, mailbox_argument, selected_of, writable
+from mailsuite.imap.responses import (
+    OK,
+    READ_ONLY,
+    READ_WRITE,
+    UIDNEXT,
+    UIDVALIDITY,
+    UNSEEN,
+    Reply,
+    bad,
+)
+
+if TYPE_CHECKING:
+    from mailsuite.imap.server import IMAPSession
+
+
+def select(session: IMAPSession, command: Command) -> Reply:
+    return _open(session, command, readonly=False)
+
+
+def examine(session: IMAPSession, command: Command) -> Reply:
+    return _open(session, command, readonly=True)
+
+
+def _open(session: IMAPSession, command: Command, readonly: bool) -> Reply:
+    reader = command.args
+    reader.space()
+    name = mailbox_argument(reader)
+    if not reader.at_end():
+        raise bad("SELECT parameters are not supported")
+
+    # RFC 3501 6.3.1: the old mailbox is deselected even if this one fails.
+    session.set_selected(None)
+    view = session.open_view(name, readonly)
+    session.set_selected(view)
+
+    folder = view.folder
+    lines = [
+        imap_flags.announcement(folder, readonly),
+        b"* %d EXISTS\r\n" % view.exists,
+        b"* %d RECENT\r\n" % len(view.recent),
+    ]
+    first_unseen = next((i for i, m in enumerate(view.messages) if "S" not in m.letters), None)
+    if first_unseen is not None:
+        lines.append(b"* OK [%s %d] First unseen\r\n" % (UNSEEN.encode(), first_unseen + 1))
+    lines.append(b"* OK [%s %d] UIDs valid\r\n" % (UIDVALIDITY.encode(), folder.uidvalidity))
+    lines.append(b"* OK [%s %d] Predicted next UID\r\n" % (UIDNEXT.encode(), folder.uidnext))
+    session.untagged(b"".join(lines))
+    verb = "EXAMINE" if readonly else "SELECT"
+    return Reply(OK, f"{verb} completed", READ_ONLY if readonly else READ_WRITE)
+
+
+def close(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3501 6.4.2: expunge silently (unless read-only), then deselect."""
+    command.args.end()
+    view = selected_of(session)
+    if not view.readonly:
+        view.folder.expunge(m.uid for m in view.folder.messages if "T" in m.letters)
+    session.set_selected(None)
+    return Reply(OK, "CLOSE completed")
+
+
+def unselect(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3691: deselect without expunging."""
+    command.args.end()
+    session.set_selected(None)
+    return Reply(OK, "UNSELECT completed")
+
+
+def check(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3501 6.4.1: nothing to flush (writes are durable at once); look at the disk."""
+    command.args.end()
+    selected_of(session).folder.refresh()
+    return Reply(OK, "CHECK completed")
+
+
+def expunge(session: IMAPSession, command: Command) -> Reply:
+    """RFC 3501 6.4.3 / RFC 4315 2.1: the EXPUNGE responses go out as updates."""
+    reader = command.args
+    view = writable(session)
+    wanted: set[int] = set()
+    if command.uid:
+        reader.space()
+        wanted = {view.uids[i] for i in view.select(reader.sequence_set(), uid=True)}
+    reader.end()
+    doomed = [
+        m.uid
+        for m in view.folder.messages
+        if "T" in m.letters and (not command.uid or m.uid in wanted)
+    ]
+    view.folder.expunge(doomed)
+    return Reply(OK, "EXPUNGE completed")
