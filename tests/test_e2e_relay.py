@@ -22,7 +22,6 @@ from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
 from mailsuite.dkim import keygen
-from mailsuite.queue.relay import RelayService
 from mailsuite.users import UserDatabase
 from tests.relay_fakes import (
     Sink,
@@ -108,7 +107,6 @@ class SubmissionTests(unittest.TestCase):
         suite = yield start_suite(self, relay=world.relay_config())
         suite.add_user(USER, PASSWORD)
         record = keygen(suite.config, "example.com")
-        start_relay(self, suite)
 
         recipients = ["bob@one.test", "bob@two.test", "bob@three.test"]
         yield threads.deferToThread(self.submit, suite, recipients)
@@ -138,39 +136,14 @@ class SubmissionTests(unittest.TestCase):
         self.assertIn(b"Subject: outbound", report)
 
 
-def start_relay(testcase: unittest.TestCase, suite: RunningSuite) -> None:
-    """The suite's relayer once tap.py starts one; until then, one started here."""
-    assert suite.service is not None
-    try:
-        suite.service.getServiceNamed("relay")
-    except KeyError:
-        relay = RelayService(suite.context)
-        relay.startService()
-        testcase.addCleanup(relay.stopService)
-
-
 def deferLater(seconds: float) -> defer.Deferred[None]:
     d: defer.Deferred[None] = defer.Deferred()
     reactor.callLater(seconds, d.callback, None)
     return d
 
 
-#: Runs the suite the way twistd would, in another process, with the relayer.
-RUNNER = """
-import sys
-from twisted.internet import reactor
-from twisted.logger import globalLogBeginner, textFileLogObserver
-from mailsuite.config import load_config
-from mailsuite.tap import build_service
-from mailsuite.queue.relay import RelayService
-
-globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-suite = build_service(load_config(sys.argv[1]), reactor)
-if not any(getattr(s, "name", None) == "relay" for s in suite):
-    RelayService(suite.context).setServiceParent(suite)
-reactor.callWhenRunning(suite.startService)
-reactor.run()
-"""
+#: twistd beside the interpreter running the tests (the virtualenv's).
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
 class CrashTests(unittest.TestCase):
@@ -210,9 +183,8 @@ class CrashTests(unittest.TestCase):
         self.addCleanup(log.close)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=root)
-        process = subprocess.Popen(
-            [sys.executable, "-c", RUNNER, config], stdout=log, stderr=subprocess.STDOUT, env=env
-        )
+        command = [TWISTD, "--nodaemon", "--pidfile=", "mailsuite", "--config", config]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.processes.append(process)
         return wait_until(lambda: _listening(submission), timeout=15)
 
