@@ -20,7 +20,10 @@ class Disk:
     """The file-system calls whose durability matters; tests replace them."""
 
     def fsync(self, fd: int) -> None:
-        os.fsync(fd)
+        # fdatasync flushes the data and what is needed to read it back (the
+        # size), skipping only timestamps; the name is made durable by the
+        # directory fsync that follows the rename.
+        _sync_data(fd)
 
     def fsync_directory(self, path: str) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -32,6 +35,8 @@ class Disk:
     def rename(self, source: str, target: str) -> None:
         os.rename(source, target)
 
+
+_sync_data = getattr(os, "fdatasync", os.fsync)
 
 DISK = Disk()
 
