@@ -740,7 +740,7 @@ class IMAPAttackTests(AttackTestCase):
         await self.assert_still_serving()
 
     async def test_dot_dot_names_stay_inside_the_users_maildir(self) -> None:
-        """``CREATE ../../x`` may make a folder, but never a directory outside the user's."""
+        """``CREATE ../../x`` is refused, and never makes a directory outside the user's."""
         suite = await self.started()
         home = suite.context.store.account(ADDRESS).path
         outside = [
@@ -749,8 +749,12 @@ class IMAPAttackTests(AttackTestCase):
             os.path.join(suite.store_path, "..", "escaped"),
         ]
 
-        await self.logged_in([b"CREATE ../escaped", b"CREATE ../../escaped", b"CREATE a/../../b"])
+        answers = await self.logged_in(
+            [b"CREATE ../escaped", b"CREATE ../../escaped", b"CREATE a/../../b"]
+        )
 
+        for answer in answers[:3]:
+            self.assertRegex(answer, rb"^c\d+ NO \[CANNOT\]")
         for path in outside:
             self.assertFalse(os.path.exists(path), path)
         entries = set(os.listdir(os.path.dirname(home)))

@@ -45,7 +45,7 @@ class DirectoryNameTests(unittest.TestCase):
 
     def test_unusable_names(self) -> None:
         """Empty levels, control characters and huge names are refused."""
-        for bad in ["", "/", "a//b", "x/", "nul\x00", "x" * 300]:
+        for bad in ["", "/", "a//b", "x/", "nul\x00", "x" * 300, "..", "a/./b", "../etc"]:
             self.assertRaises(InvalidMailboxName, names.directory_name, bad)
 
     def test_non_folder_directories_are_ignored(self) -> None:

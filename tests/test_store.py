@@ -368,14 +368,15 @@ class FolderTests(StoreTestCase):
         """Dots and slashes in names stay inside the user's directory."""
         account = self.make_store().account(ADDRESS)
 
-        for name in ["..", "../../etc", "a/../..", "."]:
-            account.create_folder(name)
+        for name in ["..", "../../etc", "a/../..", ".", "x/./y", "INBOX/.."]:
+            self.assertRaises(InvalidMailboxName, account.create_folder, name)
+        account.create_folder("a..b/.hidden")
 
         self.assertEqual(["example.test"], os.listdir(self.root))
         self.assertEqual(["alice"], os.listdir(os.path.join(self.root, "example.test")))
         for entry in os.listdir(account.path):
             self.assertFalse(os.path.islink(os.path.join(account.path, entry)))
-        self.assertIn("..", account.folder_names())
+        self.assertIn("a..b/.hidden", account.folder_names())
 
     def test_rename_inbox_moves_messages_and_keeps_inbox(self) -> defer.Deferred:
         """RENAME INBOX moves its messages to the new folder and leaves INBOX empty."""

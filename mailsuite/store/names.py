@@ -36,7 +36,9 @@ def levels(name: str) -> list[str]:
         raise InvalidMailboxName(name)
     parts = name.split(DELIMITER)
     for part in parts:
-        if not part or any(ord(c) < 0x20 or c == "\x7f" for c in part):
+        # "." and ".." levels escape nothing on disk (dots are encoded), but
+        # clients such as mbsync refuse to sync an account that lists them.
+        if part in ("", ".", "..") or any(ord(c) < 0x20 or c == "\x7f" for c in part):
             raise InvalidMailboxName(name)
     return parts
 
@@ -60,7 +62,7 @@ def folder_name(directory: str) -> str | None:
         parts = [decode_utf7(p) for p in directory[1:].split(".")]
     except ValueError:
         return None
-    if any(not p or DELIMITER in p for p in parts):
+    if any(p in ("", ".", "..") or DELIMITER in p for p in parts):
         return None
     return DELIMITER.join(parts)
 
