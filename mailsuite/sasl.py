@@ -18,6 +18,10 @@ class SASLError(Exception):
     """The client's SASL data is malformed (RFC 4954 501, RFC 3501 BAD)."""
 
 
+class SASLIdentityRefused(SASLError):
+    """Well-formed, but asks to act as another user (RFC 4616 authzid)."""
+
+
 class SASLCancelled(Exception):
     """The client answered a challenge with ``*`` (RFC 4954 section 4)."""
 
@@ -51,7 +55,7 @@ def parse_plain(response: bytes) -> Credentials:
         raise SASLError("empty user name")
     if authzid and authzid.lower() != authcid.lower():
         # We do not let one user act for another (RFC 4616 section 2).
-        raise SASLError("authorization identity differs from user")
+        raise SASLIdentityRefused("authorization identity differs from user")
     return Credentials(authcid, password)
 
 

@@ -21,7 +21,9 @@ class SaslTests(unittest.TestCase):
 
     def test_plain_refuses_acting_for_another_user(self) -> None:
         """An authorization identity that differs from the user is refused."""
-        self.assertRaises(sasl.SASLError, sasl.parse_plain, b"boss@b.test\x00a@b.test\x00pw")
+        self.assertRaises(
+            sasl.SASLIdentityRefused, sasl.parse_plain, b"boss@b.test\x00a@b.test\x00pw"
+        )
 
     def test_malformed(self) -> None:
         """Bad base64, wrong NUL counts, empty users and non-UTF-8 raise SASLError."""

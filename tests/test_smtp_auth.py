@@ -133,6 +133,13 @@ class MechanismTests(unittest.TestCase):
         for command in ("AUTH PLAIN !!!!\r\n", f"AUTH PLAIN {b64('no-nuls')}\r\n"):
             self.assertEqual(["501 5.5.2"], self.client.codes(command))
 
+    def test_acting_as_another_user_is_an_auth_failure(self) -> None:
+        """A PLAIN authzid naming someone else is refused as 535, not as undecodable."""
+        response = b64("bob@example.org\0alice@example.org\0secret")
+        command = f"AUTH PLAIN {response}\r\n"
+
+        self.assertEqual(["535 5.7.8"], self.client.codes(command))
+
     def test_unknown_mechanism(self) -> None:
         """504 5.5.4 for CRAM-MD5 and the like."""
         self.assertEqual(["504 5.5.4"], self.client.codes("AUTH CRAM-MD5\r\n"))

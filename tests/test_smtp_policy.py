@@ -19,10 +19,13 @@ class Users:
     """A user list with ``UserDatabase``'s case-insensitive ``canonical``."""
 
     def __init__(self, *addresses: str) -> None:
-        self.addresses = {a.lower(): a for a in addresses}
+        self.by_key = {a.lower(): a for a in addresses}
 
     def canonical(self, address: str) -> str | None:
-        return self.addresses.get(address.lower())
+        return self.by_key.get(address.lower())
+
+    def addresses(self) -> list[str]:
+        return list(self.by_key.values())
 
 
 class Aliases:
@@ -119,14 +122,26 @@ class RecipientTests(unittest.TestCase):
                 "postmaster@example.org", decider.recipient(rcpt(address), False).mailbox
             )
 
-    def test_no_postmaster_user(self) -> None:
-        """With no postmaster user anywhere, postmaster is refused like any unknown user."""
-        self.assertRefused(
-            replies.NO_SUCH_USER,
-            rcpt("postmaster@example.org"),
-            False,
-            policy("alice@example.org"),
-        )
+    def test_no_postmaster_user_reaches_the_first_user(self) -> None:
+        """RFC 5321 4.5.1: postmaster MUST be accepted; with no alias or user of
+        that name it reaches the first user added, who set the server up."""
+        decider = policy("alice@example.org", "bob@example.org")
+
+        for address in ("postmaster@example.org", "postmaster", "Postmaster"):
+            self.assertEqual("alice@example.org", decider.recipient(rcpt(address), False).mailbox)
+
+    def test_no_users_at_all_refuses_postmaster(self) -> None:
+        """A server with no users has nobody to give postmaster mail to."""
+        self.assertRefused(replies.NO_SUCH_USER, rcpt("postmaster@example.org"), False, policy())
+
+    def test_subaddress_reaches_the_user(self) -> None:
+        """RFC 5233: alice+lists@ reaches alice@, so replies to her subaddress arrive."""
+        decider = policy("alice@example.org")
+
+        result = decider.recipient(rcpt("alice+lists@example.org"), False)
+
+        self.assertEqual("alice@example.org", result.mailbox)
+        self.assertRefused(replies.NO_SUCH_USER, rcpt("nobody+x@example.org"), False, decider)
 
     def test_utf8_domain_matches_its_idna_form(self) -> None:
         """A U-label domain is ours if its A-label is configured."""

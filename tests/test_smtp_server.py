@@ -70,10 +70,13 @@ class FakeUsers:
     """``UserDatabase.canonical``: case-insensitive lookup of stored spellings."""
 
     def __init__(self, *addresses: str) -> None:
-        self.addresses = {a.lower(): a for a in addresses}
+        self.by_key = {a.lower(): a for a in addresses}
 
     def canonical(self, address: str) -> str | None:
-        return self.addresses.get(address.lower())
+        return self.by_key.get(address.lower())
+
+    def addresses(self) -> list[str]:
+        return list(self.by_key.values())
 
 
 class FakeChecker:

@@ -62,6 +62,9 @@ class UserDirectory(Protocol):
     def canonical(self, address: str) -> str | None:
         """The stored spelling of ``address``, or None if there is no such user."""
 
+    def addresses(self) -> list[str]:
+        """Every user, in the order they were added."""
+
 
 class AliasDirectory(Protocol):
     """What the policy needs of the aliases (``mailsuite.aliases.AliasTable``)."""
@@ -141,6 +144,11 @@ class RecipientPolicy:
 
         if domain is not None:
             recipient = self._local(address.text, f"{local}@{domain}")
+            base = _without_subaddress(local)
+            if recipient is None and base != local:
+                # RFC 5233: user+tag@domain reaches user@domain, so replies to
+                # mail a user sent from a subaddress are not bounced.
+                recipient = self._local(address.text, f"{base}@{domain}")
             if recipient is None:
                 raise SMTPReplyError(replies.NO_SUCH_USER)
             return recipient
@@ -197,6 +205,12 @@ class RecipientPolicy:
             recipient = self._local(text, f"{POSTMASTER}@{candidate}")
             if recipient is not None:
                 return recipient
+
+        # RFC 5321 4.5.1: postmaster MUST be accepted. With no postmaster alias
+        # or user, the first user added (the person who set the server up) gets it.
+        users = self.users.addresses()
+        if users:
+            return Recipient(text, users[0])
         raise SMTPReplyError(replies.NO_SUCH_USER)
 
 
@@ -241,3 +255,9 @@ class SenderPolicy:
             raise SMTPReplyError(replies.HEADER_TOO_LONG) from None
         except headers.UnreadableFrom:
             raise SMTPReplyError(replies.FROM_UNREADABLE) from None
+
+
+def _without_subaddress(local: str) -> str:
+    """``user+tag`` -> ``user`` (RFC 5233); other local parts unchanged."""
+    base, plus, _ = local.partition("+")
+    return base if plus and base else local

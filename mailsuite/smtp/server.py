@@ -342,6 +342,8 @@ class SMTPSession(LineSession):
             result = step()
         except sasl.SASLCancelled:
             raise SMTPReplyError(replies.AUTH_CANCELLED)
+        except sasl.SASLIdentityRefused:
+            raise SMTPReplyError(replies.AUTH_FAILED)
         except sasl.SASLError:
             raise SMTPReplyError(replies.AUTH_BAD_RESPONSE)
 
