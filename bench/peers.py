@@ -112,6 +112,19 @@ maillog_file_prefixes = {root}
 smtpd_banner = $myhostname ESMTP
 """
 
+#: Added to main.cf for relay_bench: STARTTLS with the given pair (no AUTH,
+#: no session cache).
+POSTFIX_TLS_CF = """\
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {certificate}
+smtpd_tls_key_file = {key}
+"""
+
+#: Added to main.cf for relay_bench: each relayed domain to a loopback sink.
+POSTFIX_ROUTES_CF = """\
+transport_maps = texthash:{root}/transport
+"""
+
 #: Debian's default services, without chroot (the queue folder is no chroot jail).
 POSTFIX_MASTER_CF = """\
 {loopback}:{port} inet n - n - - smtpd
@@ -138,6 +151,7 @@ lmtp       unix - - n - - lmtp
 anvil      unix - - n - 1 anvil
 scache     unix - - n - 1 scache
 postlog    unix-dgram n - n - 1 postlogd
+tlsmgr     unix - - n 1000? 1 tlsmgr
 """
 
 
@@ -146,11 +160,21 @@ class Postfix:
 
     It queues first and delivers afterwards, so a benchmark counts the files
     that land in ``maildir``, not the 250 replies.
+
+    For relay_bench, ``routes`` (domain -> loopback port) sends those domains
+    to a sink with Postfix's ``smtp`` client, and ``tls`` (certificate, key
+    paths) offers STARTTLS; clients in ``mynetworks`` relay without AUTH.
     """
 
     name = "postfix"
 
-    def __init__(self, folder: str, user: str) -> None:
+    def __init__(
+        self,
+        folder: str,
+        user: str,
+        routes: Mapping[str, int] | None = None,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
         if not os.path.exists(POSTFIX):
             raise Skipped(f"Postfix is not installed ({INSTALL_HINT['postfix']})")
 
@@ -161,6 +185,8 @@ class Postfix:
         localpart = user.split("@")[0]
         self.maildir = os.path.join(self.root, "mail", BENCH_DOMAIN, localpart)
         self.log = os.path.join(self.root, "maillog")
+        self.routes = dict(routes or {})
+        self.tls = tls
         self.pid: int | None = None
 
     def start(self) -> None:
@@ -191,7 +217,9 @@ class Postfix:
         values = {"root": self.root, "domain": BENCH_DOMAIN, "loopback": LOOPBACK}
         write(
             os.path.join(self.config_dir, "main.cf"),
-            POSTFIX_MAIN_CF.format(uid=uid, gid=gid, **values),
+            POSTFIX_MAIN_CF.format(uid=uid, gid=gid, **values)
+            + self._tls_cf()
+            + self._routes_cf(),
         )
         write(
             os.path.join(self.config_dir, "master.cf"),
@@ -212,6 +240,23 @@ class Postfix:
             os.makedirs(os.path.join(self.maildir, sub), exist_ok=True)
         chown_tree(mail, uid, gid)
         os.chmod(self.root, 0o755)
+
+    def _tls_cf(self) -> str:
+        if self.tls is None:
+            return ""
+        certificate, key = self.tls
+        return POSTFIX_TLS_CF.format(certificate=certificate, key=key)
+
+    def _routes_cf(self) -> str:
+        """main.cf lines for the routes (none without), after writing the transport map."""
+        if not self.routes:
+            return ""
+
+        transport = "".join(
+            f"{domain} smtp:[{LOOPBACK}]:{port}\n" for domain, port in self.routes.items()
+        )
+        write(os.path.join(self.root, "transport"), transport)
+        return POSTFIX_ROUTES_CF.format(root=self.root)
 
     def _postfix(self, command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -5,9 +5,10 @@ the users file, the queue and the TLS files there too, and opens only the
 listeners the benchmark asks for, on free loopback ports. It lets loopback
 clients log in without TLS (the load generators speak none) and answers a
 failed login at once. Outbound mail goes to a closed loopback port, so
-nothing can leave the machine. Users are added with the real command,
-``mailsuite --config CFG user add ADDRESS`` (password on stdin), and the
-server is the real ``twistd -n --pidfile= mailsuite --config CFG``.
+nothing can leave the machine; a benchmark that relays names its own
+loopback sink per domain (``relay.routes``). Users are added with the real
+command, ``mailsuite --config CFG user add ADDRESS`` (password on stdin),
+and the server is the real ``twistd -n --pidfile= mailsuite --config CFG``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from bench.common import (
     BENCH_PASSWORD,
@@ -58,6 +59,10 @@ failure_delay = 0
 # Nothing leaves the machine: port 9 on loopback is closed.
 smarthost = "tcp:host=127.0.0.1:port=9"
 nameservers = ["127.0.0.1:53"]
+
+[relay.routes]
+# Domains a benchmark relays to, each to a sink of its own on loopback.
+{routes}
 """
 
 
@@ -67,13 +72,19 @@ class Mailsuite:
     name = "mailsuite"
 
     def __init__(
-        self, folder: str, services: Sequence[str], users: Sequence[str] = (BENCH_USER,)
+        self,
+        folder: str,
+        services: Sequence[str],
+        users: Sequence[str] = (BENCH_USER,),
+        routes: Mapping[str, int] | None = None,
     ) -> None:
         self.root = os.path.join(folder, "mailsuite")
         self.config = os.path.join(self.root, "mailsuite.toml")
         self.store = os.path.join(self.root, "store")
         self.log = os.path.join(self.root, "twistd.log")
         self.users = list(users)
+        #: Relay destination domain -> loopback port (``relay.routes``), for relay_bench.
+        self.routes = dict(routes or {})
         self.ports = {name: free_port() for name in services}
         self.process: subprocess.Popen[bytes] | None = None
         self._configured = False
@@ -113,7 +124,7 @@ class Mailsuite:
     def _configure(self) -> None:
         os.makedirs(self.store, exist_ok=True)
         with open(self.config, "w", encoding="utf-8") as f:
-            f.write(CONFIG.format(listen=self._listen()))
+            f.write(CONFIG.format(listen=self._listen(), routes=self._routes()))
 
         for user in self.users:
             self._add_user(user)
@@ -125,6 +136,12 @@ class Mailsuite:
             port = self.ports.get(name)
             endpoints = f'"tcp:{port}:interface={LOOPBACK}"' if port else ""
             lines.append(f"{name} = [{endpoints}]")
+        return "\n".join(lines)
+
+    def _routes(self) -> str:
+        lines = []
+        for domain, port in self.routes.items():
+            lines.append(f'"{domain}" = "tcp:host={LOOPBACK}:port={port}"')
         return "\n".join(lines)
 
     def _add_user(self, user: str) -> None:
