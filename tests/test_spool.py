@@ -166,6 +166,25 @@ class ReadingTests(SpoolTestCase):
         self.assertEqual([first, second], [e.id for e in entries])
         self.assertEqual("e@f.example", entries[1].sender)
 
+    async def test_unchanged_envelopes_are_not_parsed_again(self) -> None:
+        """Listing the queue after every delivery stays cheap: only changed files are read."""
+        spool = self.make_spool()
+        first = await spool.enqueue("a@b.example", ["c@d.example"], MESSAGE)
+        await spool.enqueue("e@f.example", ["g@h.example"], MESSAGE)
+        spool.entries()
+        parsed: list[bytes] = []
+        real = QueueEntry.from_json
+        self.patch(QueueEntry, "from_json", staticmethod(lambda d: parsed.append(d) or real(d)))
+        changed = spool.entries()[0]
+        changed.recipients[0].state = "deferred"
+        await spool.update(changed)
+
+        entries = spool.entries()
+
+        self.assertEqual(1, len(parsed))
+        self.assertEqual(first, json.loads(parsed[0])["id"])
+        self.assertEqual("deferred", entries[0].recipients[0].state)
+
     async def test_uncommitted_and_corrupt_entries_are_skipped(self) -> None:
         """A message without envelope is not an entry; a corrupt envelope is logged, kept."""
         spool = self.make_spool()

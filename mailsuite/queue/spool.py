@@ -124,6 +124,10 @@ class Spool:
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self._syncer = durable.DirectorySyncer(reactor, self.path, disk)
         self._updates: dict[str, defer.Deferred[None]] = {}
+        #: Parsed envelopes by id, with the file signature they were read at:
+        #: the relayer lists the queue after every enqueue and delivery, and
+        #: rereading every envelope each time made a burst quadratic.
+        self._parsed: dict[str, tuple[tuple[int, int, int], QueueEntry]] = {}
         self._listeners: list[Callable[[str], None]] = []
 
     # -- paths ---------------------------------------------------------------
@@ -231,16 +235,37 @@ class Spool:
         An envelope that cannot be parsed is logged and left where it is for
         the operator: it was acknowledged, so it is never deleted here.
         """
+        names = set(os.listdir(self.path))
         found = []
-        for name in sorted(os.listdir(self.path)):
+        seen = set()
+        for name in names:
             queue_id = _id_of(name, ENVELOPE_SUFFIX)
-            if queue_id is None or not os.path.exists(self.message_path(queue_id)):
+            if queue_id is None or os.path.basename(self.message_path(queue_id)) not in names:
                 continue
-            entry = self._load(queue_id)
+            entry = self._cached_load(queue_id)
             if entry is not None:
                 found.append(entry)
+                seen.add(queue_id)
+        for gone in set(self._parsed) - seen:
+            del self._parsed[gone]
         found.sort(key=lambda e: (e.created, e.id))
         return found
+
+    def _cached_load(self, queue_id: str) -> QueueEntry | None:
+        """An envelope, parsed again only when its file changed (another process's
+        ``queue retry``, or our own update)."""
+        try:
+            st = os.stat(self.envelope_path(queue_id))
+        except FileNotFoundError:
+            return None
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._parsed.get(queue_id)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        entry = self._load(queue_id)
+        if entry is not None:
+            self._parsed[queue_id] = (signature, entry)
+        return entry
 
     def _load(self, queue_id: str) -> QueueEntry | None:
         path = self.envelope_path(queue_id)
