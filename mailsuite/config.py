@@ -51,6 +51,8 @@ class Limits:
     idle_timeout: int = 300
     #: Seconds an IMAP client may stay silent (RFC 3501 5.4: at least 30 min).
     imap_idle_timeout: int = 1800
+    #: Storage per user, in octets, over all folders (RFC 9208); 0 means none.
+    quota: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,9 +218,12 @@ class _Reader:
     def limits(self, data: dict[str, Any]) -> Limits:
         defaults = Limits()
         names = ("message_size", "bad_commands", "idle_timeout", "imap_idle_timeout")
-        self.no_unknown_keys(data, set(names), "limits.")
+        self.no_unknown_keys(data, {*names, "quota"}, "limits.")
         values = {n: self.positive_int(data, n, getattr(defaults, n), "limits.") for n in names}
-        return Limits(**values)
+        quota = data.get("quota", defaults.quota)
+        if not isinstance(quota, int) or isinstance(quota, bool) or quota < 0:
+            raise self.fail("limits.quota", "must be a whole number, 0 for no quota")
+        return Limits(**values, quota=quota)
 
     def auth(self, data: dict[str, Any]) -> AuthConfig:
         self.no_unknown_keys(data, {"failure_delay", "plaintext_on_loopback"}, "auth.")

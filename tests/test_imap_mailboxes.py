@@ -134,7 +134,7 @@ class ListTests(unittest.TestCase):
         self.assertEqual([b'* LIST (\\NonExistent \\Subscribed) "/" Gone'], lines[:-1])
 
     def test_return_options(self) -> None:
-        """RETURN (CHILDREN SUBSCRIBED) adds what it asks for; RECURSIVEMATCH is refused."""
+        """RETURN (CHILDREN SUBSCRIBED) adds what it asks for; RECURSIVEMATCH alone is BAD."""
         lines = self.client.lines('LIST "" "Sent" RETURN (CHILDREN SUBSCRIBED)')
 
         self.assertEqual([b'* LIST (\\Subscribed \\HasNoChildren) "/" Sent'], lines[:-1])
@@ -176,11 +176,14 @@ class MailboxCommandTests(unittest.TestCase):
         self.assertIn(b"NO [ALREADYEXISTS]", self.client.tagged("CREATE inbox"))
 
     def test_create_invalid_names(self) -> None:
-        """Empty levels are NO [CANNOT]; no name creates anything outside the account."""
-        for name in ('"a//b"', '"/x"', '""'):
+        """Empty, "." and ".." levels are NO [CANNOT]; nothing lands outside the account.
+
+        mbsync refuses to sync an account whose LIST shows a ".." level.
+        """
+        for name in ('"a//b"', '"/x"', '""', '"a/../../b"', '"../x"', '"."', '"x/./y"'):
             with self.subTest(name=name):
                 self.assertIn(b" NO [CANNOT]", self.client.tagged(f"CREATE {name}"))
-        for name in ('"a/../../b"', '"../x"', '"x\\\\y"'):
+        for name in ('"x\\\\y"',):
             with self.subTest(name=name):
                 self.client.tagged(f"CREATE {name}")
 

@@ -32,6 +32,7 @@ class SelectTests(unittest.TestCase):
                 b"* OK [UNSEEN 2] First unseen",
                 b"* OK [UIDVALIDITY %d] UIDs valid" % self.folder.uidvalidity,
                 b"* OK [UIDNEXT 4] Predicted next UID",
+                b"* OK [HIGHESTMODSEQ %d] Highest" % self.folder.highest_modseq,
                 b"a2 OK [READ-WRITE] SELECT completed",
             ],
             client.lines('select "INBOX"'),
@@ -89,11 +90,12 @@ class SelectTests(unittest.TestCase):
         self.assertIn(b"NO [NONEXISTENT]", client.tagged("SELECT Nope"))
         self.assertIn(b"BAD", client.tagged("FETCH 1 FLAGS"))
 
-    def test_select_parameters_are_refused(self) -> None:
-        """SELECT parameters (CONDSTORE, QRESYNC) are not supported yet."""
+    def test_unknown_select_parameters_are_refused(self) -> None:
+        """SELECT parameters other than CONDSTORE and QRESYNC are BAD."""
         client = self.harness.login()
 
-        self.assertIn(b"BAD", client.tagged("SELECT INBOX (CONDSTORE)"))
+        self.assertIn(b"BAD", client.tagged("SELECT INBOX (FOO)"))
+        self.assertIn(b"BAD", client.tagged("SELECT INBOX (CONDSTORE"))
 
     def test_close_expunges_silently(self) -> None:
         """CLOSE removes \\Deleted messages without EXPUNGE responses, then deselects."""

@@ -9,6 +9,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.trial import unittest
 
+from mailsuite.config import Limits
 from mailsuite.imap import commands
 from mailsuite.imap.commands.base import State
 from mailsuite.imap.server import MAX_LINE
@@ -44,7 +45,9 @@ class GreetingTests(unittest.TestCase):
 
         self.assertEqual(
             b"* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UNSELECT "
-            b"CHILDREN SPECIAL-USE UIDPLUS MOVE",
+            b"CHILDREN SPECIAL-USE UIDPLUS MOVE CONDSTORE QRESYNC LIST-EXTENDED LIST-STATUS "
+            b"CREATE-SPECIAL-USE STATUS=SIZE MULTIAPPEND BINARY ESEARCH APPENDLIMIT=%d"
+            % Limits().message_size,
             client.lines("CAPABILITY")[0],
         )
 
@@ -265,7 +268,7 @@ class StateTests(unittest.TestCase):
         self.assertTrue(client.transport.disconnecting)
 
     def test_id_and_enable(self) -> None:
-        """ID answers with our name; ENABLE enables nothing we do not have."""
+        """ID answers with our name; ENABLE names only what it turned on."""
         client = Harness(self).login()
 
         self.assertEqual(
@@ -273,11 +276,15 @@ class StateTests(unittest.TestCase):
             client.command('ID ("name" "Thunderbird" "version" "153.8.0")'),
         )
         self.assertEqual(
-            b"* ENABLED\r\na3 OK ENABLE completed\r\n", client.command("ENABLE CONDSTORE")
+            b"* ENABLED CONDSTORE\r\na3 OK ENABLE completed\r\n",
+            client.command("ENABLE CONDSTORE UTF8=ACCEPT"),
         )
-        self.assertTrue(client.tagged("ID NIL").startswith(b"a4 OK"))
+        self.assertEqual(
+            b"* ENABLED\r\na4 OK ENABLE completed\r\n", client.command("ENABLE CONDSTORE")
+        )
+        self.assertTrue(client.tagged("ID NIL").startswith(b"a5 OK"))
         too_many = "ID (" + " ".join(f'"k{i}" "v"' for i in range(31)) + ")"
-        self.assertTrue(client.tagged(too_many).startswith(b"a5 BAD"))
+        self.assertTrue(client.tagged(too_many).startswith(b"a6 BAD"))
 
 
 class LimitTests(unittest.TestCase):

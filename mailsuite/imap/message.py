@@ -4,7 +4,10 @@
 endings) and answers ENVELOPE, BODYSTRUCTURE, BODY[section] and the text
 SEARCH keys. Sections are slices of the original octets, never a
 re-serialisation, so sizes and offsets agree with RFC822.SIZE and partial
-fetches. Nothing is parsed until first asked for.
+fetches. Nothing is parsed until first asked for, and what needs only the
+top-level header (ENVELOPE, HEADER and HEADER.FIELDS of the message, the
+header SEARCH keys, the sent date) parses only the header: a large body is
+not walked for a client's header fetch.
 
 The one change made to the octets: NUL, which IMAP cannot carry in a
 literal (RFC 3501 section 4.3), is served as 0x80 as Dovecot does. It keeps
@@ -17,9 +20,15 @@ from mailsuite.imap.bodystructure import bodystructure, content_fields
 from mailsuite.imap.dates import sent_date
 from mailsuite.imap.decode import decode_transfer, is_known_transfer_encoding
 from mailsuite.imap.envelope import envelope
-from mailsuite.imap.mime import Part, parse_message
+from mailsuite.imap.mime import Part, parse_header, parse_message
 from mailsuite.imap.quoting import imap_list, imap_string
-from mailsuite.imap.searchtext import body_segments, header_values, matches_text
+from mailsuite.imap.searchtext import (
+    body_segments,
+    fold,
+    header_values,
+    matches_text,
+    single_part_segments,
+)
 
 __all__ = [
     "ParsedMessage",
@@ -43,6 +52,7 @@ class ParsedMessage:
             data = data.replace(b"\0", b"\x80")
         self.data = data
         self._root: Part | None = None
+        self._head: Part | None = None
         self._envelope: bytes | None = None
         self._structures: dict[bool, bytes] = {}
 
@@ -54,6 +64,19 @@ class ParsedMessage:
         return self._root
 
     @property
+    def head(self) -> Part:
+        """The top-level header only: the full tree if parsed, else a header-only parse.
+
+        Its ``headers`` and ``body_start`` are the full tree's; it has no
+        children or body sizes.
+        """
+        if self._root is not None:
+            return self._root
+        if self._head is None:
+            self._head = parse_header(self.data)
+        return self._head
+
+    @property
     def size(self) -> int:
         """RFC822.SIZE: the octets served for BODY[]."""
         return len(self.data)
@@ -61,7 +84,7 @@ class ParsedMessage:
     def envelope(self) -> bytes:
         """Return the ENVELOPE list (RFC 3501 section 7.4.2)."""
         if self._envelope is None:
-            self._envelope = envelope(self.root.headers)
+            self._envelope = envelope(self.head.headers)
         return self._envelope
 
     def bodystructure(self, extensible: bool = True) -> bytes:
@@ -115,7 +138,10 @@ class ParsedMessage:
         if not part:
             if kind == "MIME":
                 return None
-            return self.data if kind == "" else self._message_text(self.root, kind, fields)
+            if kind == "":
+                return self.data
+            top = self.root if kind == "TEXT" else self.head
+            return self._message_text(top, kind, fields)
 
         node = self.find_part(part)
         if node is None:
@@ -172,7 +198,7 @@ class ParsedMessage:
         For SEARCH SUBJECT and HEADER; 8-bit octets outside RFC 2047 words
         are read as UTF-8.
         """
-        return header_values(self.root, name)
+        return header_values(self.head, name)
 
     def body_text(self) -> str:
         """Return the decoded text of the body parts, as SEARCH BODY reads them.
@@ -187,6 +213,15 @@ class ParsedMessage:
 
         See :func:`mailsuite.imap.searchtext.matches_text`.
         """
+        upper = key.upper()
+        if upper not in ("BODY", "TEXT"):
+            return matches_text(self.data, self.head, key, value, header)
+
+        if self._root is None:
+            segments = single_part_segments(self.data, self.head, upper == "TEXT")
+            if segments is not None:
+                wanted = fold(value)
+                return any(wanted in fold(segment) for segment in segments)
         return matches_text(self.data, self.root, key, value, header)
 
     def sent_date(self) -> datetime.date | None:
@@ -195,7 +230,7 @@ class ParsedMessage:
         None when the header is missing or unreadable; Dovecot then compares
         the message as sent on 1 January 1970.
         """
-        field = self.root.first_header(b"date")
+        field = self.head.first_header(b"date")
         if field is None:
             return None
 

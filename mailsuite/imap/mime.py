@@ -479,3 +479,17 @@ def _content_type_flags(part: Part, value: bytes) -> tuple[bytes, bytes | None]:
 def parse_message(data: bytes) -> Part:
     """Parse ``data`` into its MIME tree and return the root part."""
     return _Parser(data).parse()
+
+
+def parse_header(data: bytes) -> Part:
+    """Parse only the top-level header of ``data``: a root whose body is not looked at.
+
+    For ENVELOPE, header-field FETCHes and the header SEARCH keys, which
+    never need the body's structure. ``headers`` and ``body_start`` are
+    exactly what :func:`parse_message` finds (no boundary is active before
+    the top-level header ends); ``body_size``, ``children`` and the part
+    kinds are not filled in.
+    """
+    parser = _Parser(data)
+    parser.header(0)
+    return parser.root

@@ -29,6 +29,9 @@ MAX_DEPTH = 32
 #: The largest number IMAP allows (RFC 3501 section 9, ``number``).
 MAX_NUMBER = 2**32 - 1
 
+#: The largest mod-sequence value (RFC 7162 section 7).
+MAX_MODSEQ = 2**63 - 1
+
 #: Stands for ``*`` inside a ``SequenceSet`` until it is resolved.
 STAR = 0
 
@@ -207,6 +210,13 @@ class Reader:
         digits = self._run(lambda b: 0x30 <= b <= 0x39)
         if not digits or len(digits) > 10 or int(digits) > MAX_NUMBER:
             raise ParseError("expected a number")
+        return int(digits)
+
+    def mod_sequence(self) -> int:
+        """``mod-sequence-valzer``: 0 to 2^63 - 1 (RFC 7162 7)."""
+        digits = self._run(lambda b: 0x30 <= b <= 0x39)
+        if not digits or len(digits) > 19 or int(digits) > MAX_MODSEQ:
+            raise ParseError("expected a mod-sequence value")
         return int(digits)
 
     def nz_number(self) -> int:
@@ -423,8 +433,8 @@ class FetchItem:
 
     @property
     def sets_seen(self) -> bool:
-        """RFC 3501 6.4.5: BODY[...], RFC822 and RFC822.TEXT set \\Seen."""
-        if self.name == "BODY[]":
+        """RFC 3501 6.4.5: BODY[...], RFC822 and RFC822.TEXT set \\Seen (and BINARY[...])."""
+        if self.name in ("BODY[]", "BINARY[]"):
             return not self.peek
         return self.name in ("RFC822", "RFC822.TEXT")
 
@@ -433,9 +443,10 @@ class FetchItem:
         return self.name not in _METADATA_ITEMS
 
 
-_METADATA_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE"})
+_METADATA_ITEMS = frozenset({"UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE", "MODSEQ"})
 _SIMPLE_ITEMS = frozenset(
     {
+        "MODSEQ",  # RFC 7162 3.1.4
         "UID",
         "FLAGS",
         "RFC822.SIZE",
@@ -477,6 +488,8 @@ def _fetch_item(reader: Reader) -> FetchItem:
 def _fetch_item_named(reader: Reader, name: str) -> FetchItem:
     if name in _SIMPLE_ITEMS:
         return FetchItem(name)
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE"):
+        return _binary_item(reader, name)
     if name not in ("BODY", "BODY.PEEK"):
         raise ParseError(f"unknown FETCH item {name}")
     if reader.peek() != 0x5B:  # "["
@@ -486,6 +499,18 @@ def _fetch_item_named(reader: Reader, name: str) -> FetchItem:
     section = _section(reader)
     partial = _partial(reader)
     return FetchItem("BODY[]", section, peek=name == "BODY.PEEK", partial=partial)
+
+
+def _binary_item(reader: Reader, name: str) -> FetchItem:
+    """``BINARY[part]<partial>``, ``BINARY.PEEK[...]``, ``BINARY.SIZE[part]`` (RFC 3516 4.2)."""
+    reader.expect(b"[")
+    part = _section_part(reader)
+    reader.expect(b"]")
+    if name == "BINARY.SIZE":
+        return FetchItem("BINARY.SIZE", Section(part))
+    return FetchItem(
+        "BINARY[]", Section(part), peek=name == "BINARY.PEEK", partial=_partial(reader)
+    )
 
 
 def _section(reader: Reader) -> Section:
@@ -657,4 +682,21 @@ def _search_argument(reader: Reader, name: str) -> object:
         field_name = reader.astring().decode("ascii", "replace")
         reader.space()
         return field_name, reader.astring()
+    if name == "MODSEQ":
+        return _search_modseq(reader)
     raise ParseError(f"unknown search key {name}")
+
+
+def _search_modseq(reader: Reader) -> int:
+    """``MODSEQ [entry-name SP entry-type-req SP] mod-sequence-valzer`` (RFC 7162 3.1.5).
+
+    The entry name and type are read and ignored: modseqs are kept per
+    message, not per flag, which the RFC allows.
+    """
+    if reader.peek() == 0x22:
+        reader.string()
+        reader.space()
+        if reader.keyword() not in ("PRIV", "SHARED", "ALL"):
+            raise ParseError("expected priv, shared or all")
+        reader.space()
+    return reader.mod_sequence()

@@ -44,6 +44,10 @@ PRIVACYREQUIRED = "PRIVACYREQUIRED"  # RFC 5530 3
 SERVERBUG = "SERVERBUG"  # RFC 5530 3
 UNAVAILABLE = "UNAVAILABLE"  # RFC 5530 3
 TOOBIG = "TOOBIG"  # RFC 4469 / RFC 7889 4
+HIGHESTMODSEQ = "HIGHESTMODSEQ"  # RFC 7162 3.1.2.1
+MODIFIED = "MODIFIED"  # RFC 7162 3.1.3
+USEATTR = "USEATTR"  # RFC 6154 6
+UNKNOWN_CTE = "UNKNOWN-CTE"  # RFC 3516 4.3
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,11 @@ INTERNAL_ERROR = Reply(NO, "Internal error; it has been logged", SERVERBUG)
 def tagged(tag: bytes, status: str, text: str, code: str | None = None) -> bytes:
     middle = f" [{code}] " if code else " "
     return tag + f" {status}{middle}{text}\r\n".encode("ascii", "replace")
+
+
+def highest_modseq(modseq: int) -> bytes:
+    """``* OK [HIGHESTMODSEQ n]`` (RFC 7162 3.1.2.1)."""
+    return b"* OK [%s %d] Highest\r\n" % (HIGHESTMODSEQ.encode(), modseq)
 
 
 def untagged(text: str) -> bytes:

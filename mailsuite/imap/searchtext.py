@@ -51,8 +51,11 @@ def _last_header(part: Part, name: bytes) -> HeaderField | None:
     return found
 
 
-def _searchable_body(data: bytes, part: Part) -> str | None:
-    """Return the decoded body of a leaf part that SEARCH reads, else None."""
+def _searchable_body(data: bytes, part: Part, end: int | None = None) -> str | None:
+    """Return the decoded body of a leaf part that SEARCH reads, else None.
+
+    ``end`` overrides where the body ends (for a header-only parse).
+    """
     if part.multipart or part.rfc822:
         return None
 
@@ -70,26 +73,39 @@ def _searchable_body(data: bytes, part: Part) -> str | None:
             charset = dict((k.lower(), v) for k, v in parse_parameters(parser)).get(b"charset")
 
     encoding = _last_header(part, b"content-transfer-encoding")
-    body = data[part.body_start : part.end]
+    body = data[part.body_start : part.end if end is None else end]
     decoded = decode_transfer(body, encoding.value.strip() if encoding else None)
     return decode_bytes(decoded, charset)
 
 
 def body_segments(data: bytes, root: Part, with_headers: bool) -> list[str]:
     """Return the searchable text of each part, headers included if asked."""
-    segments = []
-    for part in _parts(root):
-        pieces = []
-        if with_headers:
-            for field in part.headers:
-                name = decode_bytes(field.name)
-                pieces.append(f"{name}: {decode_header(field.value)}\r\n")
+    return [_segment(data, part, with_headers) for part in _parts(root)]
 
-        body = _searchable_body(data, part)
-        if body is not None:
-            pieces.append(body)
-        segments.append("".join(pieces))
-    return segments
+
+def single_part_segments(data: bytes, head: Part, with_headers: bool) -> list[str] | None:
+    """``body_segments`` of a message that is one leaf part, from a header-only parse.
+
+    Most mail is a single text part: BODY and TEXT then need no MIME walk
+    of the body (line counts, boundary scans). None when the top level is
+    multipart or message/rfc822, whose parts need the full parse.
+    """
+    if head.multipart or head.rfc822:
+        return None
+    return [_segment(data, head, with_headers, len(data))]
+
+
+def _segment(data: bytes, part: Part, with_headers: bool, end: int | None = None) -> str:
+    pieces = []
+    if with_headers:
+        for field in part.headers:
+            name = decode_bytes(field.name)
+            pieces.append(f"{name}: {decode_header(field.value)}\r\n")
+
+    body = _searchable_body(data, part, end)
+    if body is not None:
+        pieces.append(body)
+    return "".join(pieces)
 
 
 def header_values(root: Part, name: str) -> list[str]:
@@ -98,7 +114,8 @@ def header_values(root: Part, name: str) -> list[str]:
     return [decode_header(f.value) for f in root.headers if f.name.lower() == wanted]
 
 
-def _address_texts(root: Part, name: str) -> list[str]:
+def address_texts(root: Part, name: str) -> list[str]:
+    """Return the FROM/TO/CC/BCC key's texts: each ``name`` header in normal address form."""
     wanted = name.lower().encode("ascii")
     texts = []
     for field in root.headers:
@@ -118,7 +135,7 @@ def matches_text(data: bytes, root: Part, key: str, value: str, header: str = ""
     key = key.upper()
     wanted = fold(value)
     if key in ADDRESS_KEYS:
-        haystack = _address_texts(root, key)
+        haystack = address_texts(root, key)
     elif key == "SUBJECT":
         haystack = [_WHITESPACE.sub(" ", text) for text in header_values(root, "subject")]
     elif key == "HEADER":

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from twisted.logger import Logger
 
 from mailsuite.imap import flags as imap_flags
-from mailsuite.imap.parser import SequenceSet
+from mailsuite.imap.parser import SequenceSet, format_uid_set
 from mailsuite.imap.responses import bad
 from mailsuite.store import Folder, FolderChanges, Message
 
@@ -113,6 +113,10 @@ class SelectedMailbox:
         #: ``(\Seen \Recent)`` by (letters, recent): few combinations occur.
         self._flag_texts: dict[tuple[str, bool], bytes] = {}
         self._keywords_known = len(folder.keywords.names)
+        #: RFC 7162 3.1: once enabled, every untagged FETCH carries UID and MODSEQ.
+        self.condstore = False
+        #: RFC 7162 3.2.10: once enabled, removals are told as VANISHED.
+        self.qresync = False
         folder.add_listener(self._changed)
 
     def close(self) -> None:
@@ -210,6 +214,12 @@ class SelectedMailbox:
                 self._flags_changed[message.uid] = None
         self._wake()
 
+    def flags_told(self, uids: Iterable[int]) -> None:
+        """A FETCH just sent these messages' flags: no separate update is needed."""
+        if self._flags_changed:
+            for uid in uids:
+                self._flags_changed.pop(uid, None)
+
     def _queue_added(self, added: list[Message]) -> None:
         last = self._added[-1].uid if self._added else (self.uids[-1] if self.uids else 0)
         for message in added:
@@ -256,8 +266,13 @@ class SelectedMailbox:
 
     def _apply_expunges(self) -> list[bytes]:
         positions = sorted(i for uid in self._removed if (i := self.index_of(uid)) is not None)
-        # Each EXPUNGE renumbers the messages after it, at once (RFC 3501 7.4.1).
-        out = [b"* %d EXPUNGE\r\n" % (i - shift + 1) for shift, i in enumerate(positions)]
+        if self.qresync:
+            # RFC 7162 3.2.10: one VANISHED with the UIDs instead of EXPUNGEs.
+            uids = format_uid_set([self.uids[i] for i in positions])
+            out = [b"* VANISHED %s\r\n" % uids.encode("ascii")] if positions else []
+        else:
+            # Each EXPUNGE renumbers the messages after it, at once (RFC 3501 7.4.1).
+            out = [b"* %d EXPUNGE\r\n" % (i - shift + 1) for shift, i in enumerate(positions)]
         gone = self._removed
         self._removed = set()
         self.messages = [m for m in self.messages if m.uid not in gone]
@@ -274,10 +289,16 @@ class SelectedMailbox:
             i = self.index_of(uid)
             if i is None or uid in self._removed:
                 continue
-            message = self.messages[i]
-            out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (i + 1, uid, self.flags(message)))
+            out.append(self.flag_update(i))
         self._flags_changed = {}
         return out
+
+    def flag_update(self, position: int) -> bytes:
+        """``* n FETCH (UID u FLAGS (...))``, with ``MODSEQ`` once CONDSTORE is on."""
+        message = self.messages[position]
+        modseq = b" MODSEQ (%d)" % message.modseq if self.condstore else b""
+        flags = self.flags(message)
+        return b"* %d FETCH (UID %d FLAGS %s%s)\r\n" % (position + 1, message.uid, flags, modseq)
 
 
 def folder_label(folder: Folder) -> str:

@@ -35,7 +35,7 @@ from mailsuite.imap.assembly import (
 from mailsuite.imap.cache import MessageCache
 from mailsuite.imap.commands import allows_expunge, known, lookup
 from mailsuite.imap.commands.anystate import capabilities
-from mailsuite.imap.commands.base import PENDING, Command, Handler, State
+from mailsuite.imap.commands.base import CONDSTORE, PENDING, QRESYNC, Command, Handler, State
 from mailsuite.imap.parser import ParseError, Reader
 from mailsuite.imap.responses import BAD, INTERNAL_ERROR, CommandError, Reply
 from mailsuite.imap.selected import RecentRegistry, SelectedMailbox
@@ -127,6 +127,8 @@ class IMAPSession(LineSession):
         self.user: str | None = None
         self.account: Account | None = None
         self.selected: SelectedMailbox | None = None
+        #: Extensions turned on by ENABLE or by their first use (RFC 5161, RFC 7162 3.1).
+        self.enabled: set[str] = set()
         limits = AssemblyLimits(message=ctx.config.limits.message_size)
         self._assembler = CommandAssembler(limits)
         self._literal_left = 0
@@ -210,7 +212,29 @@ class IMAPSession(LineSession):
         folder = self.account.folder(name, create_inbox=True)
         folder.refresh()
         tracker = self.factory.recent.tracker(folder)
-        return SelectedMailbox(folder, readonly, tracker, self.wake)
+        view = SelectedMailbox(folder, readonly, tracker, self.wake)
+        view.condstore = CONDSTORE in self.enabled
+        view.qresync = QRESYNC in self.enabled
+        return view
+
+    def enable(self, extension: str) -> bool:
+        """Turn on CONDSTORE or QRESYNC (which implies it); True if it was off.
+
+        RFC 7162 3.1: a client that starts using CONDSTORE while a mailbox
+        is selected is told that mailbox's HIGHESTMODSEQ.
+        """
+        if extension in self.enabled:
+            return False
+        self.enabled.add(extension)
+        if extension == QRESYNC:
+            self.enable(CONDSTORE)
+        view = self.selected
+        if view is not None:
+            if extension == CONDSTORE:
+                view.condstore = True
+                self.untagged(responses.highest_modseq(view.folder.highest_modseq))
+            view.qresync = QRESYNC in self.enabled
+        return True
 
     def wake(self) -> None:
         """The selected folder changed; an idling client hears it at once."""

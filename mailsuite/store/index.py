@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     PRIMARY KEY (uid, name)
 );
 CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS search_texts (uid INTEGER PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -139,6 +140,10 @@ class FolderIndex:
         row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
+    def history_start(self) -> int:
+        """The modseq this index began at: expunges before it were not recorded."""
+        return int(self._meta("modseq_base") or 0)
+
     def next_modseq(self) -> int:
         """A new modseq for one change (several messages may share it).
 
@@ -172,6 +177,7 @@ class FolderIndex:
         pairs = [(u,) for u in uids]
         self._write("DELETE FROM messages WHERE uid = ?", pairs)
         self._write("DELETE FROM blobs WHERE uid = ?", pairs)
+        self._write("DELETE FROM search_texts WHERE uid = ?", pairs)
         self._write("INSERT OR REPLACE INTO expunged VALUES (?, ?)", [(u, modseq) for u in uids])
 
     def expunged_since(self, modseq: int) -> list[int]:
@@ -189,3 +195,17 @@ class FolderIndex:
 
     def put_blob(self, uid: int, name: str, value: bytes) -> None:
         self._write("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", (uid, name, value))
+
+    # -- search texts --------------------------------------------------------
+
+    def search_texts(self) -> dict[int, str]:
+        """Every message's kept search record: uid -> text (one query for a whole folder).
+
+        One row per message in a table of its own, so a large folder's
+        records load in one scan instead of one blob lookup per message.
+        """
+        return dict(self.db.execute("SELECT uid, value FROM search_texts"))
+
+    def put_search_texts(self, rows: Iterable[tuple[int, str]]) -> None:
+        """Keep search records as (uid, text); they derive from content that never changes."""
+        self._write("INSERT OR REPLACE INTO search_texts VALUES (?, ?)", rows)

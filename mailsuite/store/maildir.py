@@ -51,6 +51,9 @@ DEFAULT_FOLDERS = {"Drafts": "\\Drafts", "Sent": "\\Sent", "Trash": "\\Trash", "
 
 SUBSCRIPTIONS = "subscriptions"
 
+#: Special uses given at CREATE (RFC 6154 3): ``<modified UTF-7 name> TAB <use>`` lines.
+SPECIAL_USE = "special-use"
+
 #: A directory changed within this many seconds is rescanned even if its
 #: mtime looks unchanged, since mtime granularity can hide a second change.
 MTIME_GRACE = 2.0
@@ -260,7 +263,57 @@ class Account:
         return [names.INBOX, *sorted(found)]
 
     def special_use(self, name: str) -> str | None:
+        """The RFC 6154 use of a folder: the one it was created with, else its default."""
+        name = names.canonical(name)
+        uses = self._special_uses()
+        if name in uses:
+            return uses[name] or None
         return DEFAULT_FOLDERS.get(name)
+
+    def set_special_use(self, name: str, use: str | None) -> None:
+        """Record (or with None, clear) the use of a folder; it follows RENAME."""
+        name = names.canonical(name)
+        uses = dict(self._special_uses())
+        uses[name] = use or ""
+        self._write_special_uses(uses)
+
+    def _special_uses(self) -> dict[str, str]:
+        path = os.path.join(self.path, SPECIAL_USE)
+        try:
+            with open(path, encoding="ascii") as f:
+                lines = f.read().splitlines()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return {}
+        uses = {}
+        for line in lines:
+            encoded, _, use = line.partition("\t")
+            with contextlib.suppress(ValueError):
+                uses[names.decode_utf7(encoded)] = use
+        return uses
+
+    def _write_special_uses(self, uses: dict[str, str]) -> None:
+        make_maildir(self.path)
+        text = "".join(f"{names.encode_utf7(n)}\t{u}\n" for n, u in sorted(uses.items()))
+        durable.replace_file(os.path.join(self.path, SPECIAL_USE), text.encode("ascii"))
+
+    def _move_special_uses(self, renamed: dict[str, str | None]) -> None:
+        """Carry uses to new names (RENAME); None as the new name drops them (DELETE).
+
+        A default folder renamed away leaves its name plain, so the folder
+        made again at the next login does not claim the same use twice.
+        """
+        uses = self._special_uses()
+        before = dict(uses)
+        for old, new in renamed.items():
+            use = uses.pop(old, None) if old in uses else DEFAULT_FOLDERS.get(old)
+            if new is None:
+                continue
+            if use:
+                uses[new] = use
+            if old in DEFAULT_FOLDERS:
+                uses[old] = ""
+        if uses != before:
+            self._write_special_uses(uses)
 
     def folder(self, name: str, create_inbox: bool = False) -> Folder:
         """The shared ``Folder`` for ``name``; raise ``NoSuchMailbox`` if absent."""
@@ -318,6 +371,7 @@ class Account:
         shutil.rmtree(path)
         if folder is not None:
             folder.removed()
+        self._move_special_uses({name: None})
 
     def rename_folder(self, old: str, new: str) -> None:
         """Rename a folder and its children (RFC 3501 6.3.5); INBOX moves its messages."""
@@ -330,6 +384,9 @@ class Account:
             raise NoSuchMailbox(old)
         if os.path.isdir(self.folder_path(new)) or new == names.INBOX:
             raise MailboxExists(new)
+        if new.startswith(old + names.DELIMITER):
+            # A folder cannot move below itself: its children would chase it.
+            raise InvalidMailboxName(new)
         moves = [(old, new)] + [
             (child, new + child[len(old) :])
             for child in self.folder_names()
@@ -343,6 +400,17 @@ class Account:
         subscribed = self.subscriptions()
         renamed = dict(moves)
         self._write_subscriptions([renamed.get(n, n) for n in subscribed])
+        self._move_special_uses(dict(renamed))
+        self._make_superiors(new)
+
+    def _make_superiors(self, name: str) -> None:
+        """RFC 3501 6.3.5: make the levels above a renamed folder that do not exist."""
+        parts = names.levels(name)
+        for depth in range(1, len(parts)):
+            level_path = self.folder_path(names.DELIMITER.join(parts[:depth]))
+            if not os.path.isdir(os.path.join(level_path, "cur")):
+                make_maildir(level_path)
+                _touch(os.path.join(level_path, "maildirfolder"))
 
     def _rename_inbox(self, new: str) -> None:
         """Move every INBOX message to a new folder; INBOX stays, empty."""

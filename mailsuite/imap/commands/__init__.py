@@ -15,6 +15,7 @@ from mailsuite.imap.commands import (
     idle,
     listing,
     mailboxes,
+    quota,
     search,
     select,
     store,
@@ -54,6 +55,9 @@ AUTHENTICATED: dict[str, Handler] = {
     "NAMESPACE": anystate.namespace,
     "ENABLE": anystate.enable,
     "IDLE": idle.idle,
+    "GETQUOTA": quota.getquota,  # RFC 9208 4
+    "GETQUOTAROOT": quota.getquotaroot,
+    "SETQUOTA": quota.setquota,
 }
 
 #: RFC 3501 6.4, with UNSELECT (RFC 3691), UID EXPUNGE (RFC 4315), MOVE (RFC 6851).

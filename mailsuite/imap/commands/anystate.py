@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from mailsuite.imap.commands.base import Command, State
+from mailsuite.imap.commands.base import CONDSTORE, QRESYNC, Command, State
 from mailsuite.imap.message import imap_string
 from mailsuite.imap.parser import Reader
 from mailsuite.imap.responses import OK, Reply, bad
@@ -25,8 +25,25 @@ log = Logger()
 #: (RFC 4959); ENABLE because it answers (with nothing enabled yet).
 ALWAYS = ("IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE")
 
-#: Offered after login: each is implemented in full by this package.
-AFTER_LOGIN = ("NAMESPACE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "UIDPLUS", "MOVE")
+#: Offered after login: each is implemented in full by this package. Not
+#: UTF8=ACCEPT (RFC 6855): names and APPEND would need UTF-8 forms we lack.
+AFTER_LOGIN = (
+    "NAMESPACE",
+    "UNSELECT",
+    "CHILDREN",
+    "SPECIAL-USE",
+    "UIDPLUS",
+    "MOVE",
+    "CONDSTORE",
+    "QRESYNC",
+    "LIST-EXTENDED",
+    "LIST-STATUS",
+    "CREATE-SPECIAL-USE",
+    "STATUS=SIZE",
+    "MULTIAPPEND",
+    "BINARY",
+    "ESEARCH",
+)
 
 #: RFC 2971 3.3: at most 30 field/value pairs.
 MAX_ID_PAIRS = 30
@@ -39,6 +56,11 @@ def capabilities(session: IMAPSession) -> list[str]:
     caps = list(ALWAYS)
     if session.authenticated:
         caps.extend(AFTER_LOGIN)
+        limit = session.ctx.config.limits.message_size
+        if limit:
+            caps.append(f"APPENDLIMIT={limit}")  # RFC 7889 3.1
+        if session.ctx.config.limits.quota:
+            caps.extend(("QUOTA", "QUOTA=RES-STORAGE"))  # RFC 9208 3
         return caps
     if not session.secure and session.ctx.tls is not None:
         caps.append("STARTTLS")
@@ -103,15 +125,21 @@ def read_id_list(reader: Reader) -> dict[str, str]:
     }
 
 
+#: What ENABLE can turn on (RFC 5161 4); anything else is ignored, as 3.1 says.
+ENABLABLE = (CONDSTORE, QRESYNC)
+
+
 def enable(session: IMAPSession, command: Command) -> Reply:
-    """RFC 5161: we have no extension that needs enabling yet, so none is enabled."""
+    """RFC 5161: ``* ENABLED`` names what this command turned on, nothing else."""
     reader = command.args
     reader.space()
-    reader.atom()
+    wanted = [reader.keyword()]
     while reader.take(b" "):
-        reader.atom()
+        wanted.append(reader.keyword())
     reader.end()
-    session.untagged(b"* ENABLED\r\n")
+
+    turned_on = [name for name in wanted if name in ENABLABLE and session.enable(name)]
+    session.untagged(" ".join(["* ENABLED", *turned_on]).encode("ascii") + b"\r\n")
     return Reply(OK, "ENABLE completed")
 
 

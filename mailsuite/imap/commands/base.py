@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from mailsuite.store import Account
 
 
+#: Extensions a client turns on (RFC 5161 ENABLE, RFC 7162 3.1 and 3.2.3).
+CONDSTORE = "CONDSTORE"
+QRESYNC = "QRESYNC"
+
+
 class State(enum.Enum):
     """RFC 3501 section 3."""
 
@@ -52,10 +57,19 @@ def mailbox_argument(reader: Reader) -> str:
 
 
 def decode_mailbox(raw: bytes) -> str:
+    """A name from the wire; only the one spelling modified UTF-7 allows is taken.
+
+    RFC 3501 5.1.3: printable ASCII is never base64-encoded, so ``&AGE-``
+    for ``a`` is refused rather than giving one folder two names.
+    """
     try:
-        return names.canonical(names.decode_utf7(raw.decode("ascii")))
+        text = raw.decode("ascii")
+        name = names.decode_utf7(text)
     except (UnicodeDecodeError, ValueError):
         raise no("Mailbox name is not valid modified UTF-7", CANNOT)
+    if names.encode_utf7(name) != text:
+        raise no("Mailbox name is not valid modified UTF-7", CANNOT)
+    return names.canonical(name)
 
 
 def account_of(session: IMAPSession) -> Account:

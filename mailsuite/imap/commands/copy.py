@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mailsuite import quota
 from mailsuite.imap.commands.base import (
     Command,
     account_of,
@@ -57,6 +58,10 @@ async def _transfer(session: IMAPSession, command: Command, move: bool) -> Reply
         raise no("Some messages were expunged", EXPUNGEISSUED)
     if not messages:
         return Reply(OK, f"{command.name} completed, nothing to do")
+    if not move:
+        # A MOVE adds nothing in the end, and must work for a user cleaning up.
+        adding = sum(view.folder.wire_size(m) for m in messages)
+        quota.check(target.account, session.ctx.config.limits.quota, adding)
 
     copies = await copy_messages(view.folder, messages, target)
     code = (

@@ -20,22 +20,29 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
 from mailsuite.imap.cache import CachedMessage, MessageCache
-from mailsuite.imap.commands.base import Command, selected_of
+from mailsuite.imap.commands.base import CONDSTORE, QRESYNC, Command, selected_of
+from mailsuite.imap.commands.qresync import vanished_earlier
+from mailsuite.imap.message import UnknownTransferEncoding
+from mailsuite.imap.offload import Slicer
 from mailsuite.imap.parser import FetchItem, Section, parse_fetch_items
 from mailsuite.imap.responses import (
     EXPUNGEISSUED,
     NO,
     OK,
     SERVERBUG,
+    UNKNOWN_CTE,
     Reply,
     astring,
+    bad,
     internaldate,
 )
+from mailsuite.imap.searchindex import note_header
 from mailsuite.imap.selected import SelectedMailbox
 from mailsuite.store import Folder, Message, MessageGone
 
@@ -62,6 +69,7 @@ METADATA_FORMAT = {
     "FLAGS": b"FLAGS %s",
     "RFC822.SIZE": b"RFC822.SIZE %d",
     "INTERNALDATE": b"INTERNALDATE %s",
+    "MODSEQ": b"MODSEQ (%d)",
 }
 MetadataValue = Callable[[Message], object]
 METADATA_VALUE: dict[str, Callable[[SelectedMailbox], MetadataValue]] = {
@@ -69,6 +77,7 @@ METADATA_VALUE: dict[str, Callable[[SelectedMailbox], MetadataValue]] = {
     "FLAGS": lambda view: view.flags,
     "RFC822.SIZE": lambda view: view.folder.wire_size,
     "INTERNALDATE": lambda view: lambda m: internaldate(view.folder.internaldate(m)),
+    "MODSEQ": lambda view: operator.attrgetter("modseq"),
 }
 
 
@@ -110,11 +119,16 @@ def literal(data: bytes | None) -> bytes:
 class FetchPlan:
     """The items of one FETCH, and what serving them will need."""
 
-    def __init__(self, items: list[FetchItem], uid_command: bool) -> None:
+    def __init__(self, items: list[FetchItem], uid_command: bool, modseq: bool = False) -> None:
         if uid_command and not any(item.name == "UID" for item in items):
             # RFC 3501 6.4.8: UID FETCH answers always carry the UID.
             items = [FetchItem("UID"), *items]
+        if modseq and not any(item.name == "MODSEQ" for item in items):
+            # RFC 7162 3.1.4.1: CHANGEDSINCE implies the MODSEQ item.
+            items = [*items, FetchItem("MODSEQ")]
         self.items = items
+        self.has_modseq = any(item.name == "MODSEQ" for item in items)
+        self.has_uid = any(item.name == "UID" for item in items)
         self.sets_seen = any(item.sets_seen for item in items)
         self.needs_content = any(item.needs_content for item in items)
         #: Items that always read the message (all but the ones the index keeps).
@@ -129,16 +143,63 @@ def _keepable(item: FetchItem) -> bool:
     return section is not None and not section.part and section.kind.startswith("HEADER.FIELDS")
 
 
+@dataclass(frozen=True)
+class Modifiers:
+    """FETCH modifiers (RFC 4466 2.4): CHANGEDSINCE and VANISHED of RFC 7162."""
+
+    changed_since: int | None = None
+    vanished: bool = False
+
+
+def read_modifiers(session: IMAPSession, command: Command) -> Modifiers:
+    """``[SP "(" fetch-modifier *(SP fetch-modifier) ")"]`` after the items."""
+    reader = command.args
+    if not reader.take(b" "):
+        return Modifiers()
+    changed_since = None
+    vanished = False
+    reader.enter()
+    while True:
+        name = reader.keyword()
+        if name == "CHANGEDSINCE":
+            reader.space()
+            changed_since = reader.mod_sequence()
+        elif name == "VANISHED":
+            vanished = True
+        else:
+            raise bad(f"Unknown FETCH modifier {name}")
+        if not reader.take(b" "):
+            break
+    reader.leave()
+    if vanished and (not command.uid or QRESYNC not in session.enabled or changed_since is None):
+        # RFC 7162 3.2.6: only UID FETCH, with CHANGEDSINCE, after ENABLE QRESYNC.
+        raise bad("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
+    return Modifiers(changed_since, vanished)
+
+
 async def fetch(session: IMAPSession, command: Command) -> Reply:
     reader = command.args
     reader.space()
     numbers = reader.sequence_set()
     reader.space()
-    plan = FetchPlan(parse_fetch_items(reader), command.uid)
+    items = parse_fetch_items(reader)
+    modifiers = read_modifiers(session, command)
     reader.end()
+    since = modifiers.changed_since
+    plan = FetchPlan(items, command.uid, modseq=since is not None)
 
     view = selected_of(session)
     positions = view.select(numbers, command.uid)
+    if plan.has_modseq:
+        session.enable(CONDSTORE)  # RFC 7162 3.1: a CONDSTORE enabling command
+    if since is not None:
+        positions = [p for p in positions if view.messages[p].modseq > since]
+        if modifiers.vanished:
+            session.untagged(vanished_earlier(view.folder, since, numbers))
+            # What VANISHED just named is not fetched as well.
+            positions = [p for p in positions if not view.is_expunged(view.messages[p])]
+    if plan.has_flags:
+        view.flags_told(view.uids[p] for p in positions)
     if plan.needs_content:
         problems = await _fetch_content(session, view, positions, plan)
     else:
@@ -151,6 +212,7 @@ async def _fetch_metadata(
 ) -> Reply | None:
     line_of = metadata_line_maker(view, [item.name for item in plan.items])
     messages = view.messages
+    slicer = Slicer(session.ctx.reactor)  # other sessions run between slices
     batch: list[bytes] = []
     size = 0
     gone = False
@@ -166,6 +228,8 @@ async def _fetch_metadata(
             session.untagged(b"".join(batch))
             batch, size = [], 0
             await session.drain()
+            if slicer.due():
+                await slicer.pause()
             if session.closed:
                 return None
     session.untagged(b"".join(batch))
@@ -178,6 +242,7 @@ async def _fetch_content(
     gone = failed = False
     cache = session.factory.cache
     done = 0
+    slicer = Slicer(session.ctx.reactor)  # other sessions run between slices
     while done < len(positions):
         if session.closed:
             return None
@@ -192,12 +257,17 @@ async def _fetch_content(
                     session.untagged(_render(view, position, source, plan))
                 except MessageGone:
                     gone = True
+                except UnknownCTE:
+                    # RFC 3516 4.3: the command fails; the client may fetch BODY instead.
+                    return Reply(NO, "Unknown Content-Transfer-Encoding", UNKNOWN_CTE)
                 except Exception:
                     log.failure("cannot FETCH message {uid}", uid=message.uid)
                     failed = True
-                if session.write_blocked:
+                if session.write_blocked or slicer.due():
                     break
         await session.drain()
+        if slicer.due():
+            await slicer.pause()
     if failed:
         return Reply(NO, "Some messages could not be fetched; it has been logged", SERVERBUG)
     if gone:
@@ -238,6 +308,7 @@ class Source:
         if value is None:
             value = make(self.content.parsed)
             self.folder.keep(self.message, key, value)
+            note_header(self.folder, self.message, self.content.parsed.head)
         return value
 
 
@@ -249,6 +320,12 @@ def _render(view: SelectedMailbox, position: int, source: Source, plan: FetchPla
     if seen_now and not plan.has_flags:
         # RFC 3501 6.4.5: a \Seen set by this FETCH is reported with it.
         values.append(b"FLAGS " + view.flags(source.message))
+    if seen_now and view.condstore:
+        # RFC 7162 3.1: and with its UID and new MODSEQ once CONDSTORE is on.
+        if not plan.has_uid:
+            values.insert(0, b"UID %d" % source.message.uid)
+        if not plan.has_modseq:
+            values.append(b"MODSEQ (%d)" % source.message.modseq)
     return b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(values))
 
 
@@ -271,6 +348,12 @@ def _item(view: SelectedMailbox, source: Source, item: FetchItem) -> bytes:
         return b"BODYSTRUCTURE " + source.kept(name, lambda p: p.bodystructure(extensible=True))
     if name == "BODY":
         return b"BODY " + source.kept(name, lambda p: p.bodystructure(extensible=False))
+    if name == "BINARY[]":
+        return _binary(source, item)
+    if name == "BINARY.SIZE":
+        data = _decoded(source, item)
+        label = b"BINARY.SIZE[" + _section_label(item.section or Section()) + b"]"
+        return label + b" %d" % len(data or b"")
     if name == "RFC822":
         return b"RFC822 " + literal(source.content.data)
     if name == "RFC822.HEADER":
@@ -301,6 +384,32 @@ def _body_section(source: Source, item: FetchItem) -> bytes:
         data = (data or b"")[offset : offset + length]
         label += b"<%d>" % offset
     return label + b" " + literal(data)
+
+
+def _decoded(source: Source, item: FetchItem) -> bytes | None:
+    """A part with its transfer encoding undone (RFC 3516); ``UnknownCTE`` if we cannot."""
+    part = item.section.part if item.section else ()
+    try:
+        return source.content.parsed.binary_section(part)
+    except UnknownTransferEncoding as e:
+        raise UnknownCTE(str(e)) from None
+
+
+def _binary(source: Source, item: FetchItem) -> bytes:
+    """``BINARY[part]<origin>`` and its data: a literal8 when it holds NUL (RFC 3516 4.3)."""
+    data = _decoded(source, item) or b""
+    label = b"BINARY[" + _section_label(item.section or Section()) + b"]"
+    if item.partial is not None:
+        offset, length = item.partial
+        data = data[offset : offset + length]
+        label += b"<%d>" % offset
+    if b"\0" in data:
+        return label + b" ~{%d}\r\n" % len(data) + data
+    return label + b" " + literal(data)
+
+
+class UnknownCTE(Exception):
+    """A BINARY fetch met a transfer encoding it cannot undo; the FETCH fails."""
 
 
 def _section_label(section: Section) -> bytes:

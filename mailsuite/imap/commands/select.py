@@ -9,8 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailsuite.imap import flags as imap_flags
-from mailsuite.imap.commands.base import Command, mailbox_argument, selected_of, writable
+from mailsuite.imap import responses
+from mailsuite.imap.commands.base import (
+    CONDSTORE,
+    Command,
+    mailbox_argument,
+    selected_of,
+    writable,
+)
+from mailsuite.imap.commands.qresync import read_select_options, resync_lines
 from mailsuite.imap.responses import (
+    HIGHESTMODSEQ,
     OK,
     READ_ONLY,
     READ_WRITE,
@@ -18,7 +27,6 @@ from mailsuite.imap.responses import (
     UIDVALIDITY,
     UNSEEN,
     Reply,
-    bad,
 )
 
 if TYPE_CHECKING:
@@ -37,11 +45,12 @@ def _open(session: IMAPSession, command: Command, readonly: bool) -> Reply:
     reader = command.args
     reader.space()
     name = mailbox_argument(reader)
-    if not reader.at_end():
-        raise bad("SELECT parameters are not supported")
+    options = read_select_options(session, reader)
 
     # RFC 3501 6.3.1: the old mailbox is deselected even if this one fails.
     session.set_selected(None)
+    if options.condstore:
+        session.enable(CONDSTORE)
     view = session.open_view(name, readonly)
     session.set_selected(view)
 
@@ -56,6 +65,10 @@ def _open(session: IMAPSession, command: Command, readonly: bool) -> Reply:
         lines.append(b"* OK [%s %d] First unseen\r\n" % (UNSEEN.encode(), first_unseen + 1))
     lines.append(b"* OK [%s %d] UIDs valid\r\n" % (UIDVALIDITY.encode(), folder.uidvalidity))
     lines.append(b"* OK [%s %d] Predicted next UID\r\n" % (UIDNEXT.encode(), folder.uidnext))
+    # RFC 7162 3.1.2.1: every SELECT of a CONDSTORE server says it (never NOMODSEQ).
+    lines.append(responses.highest_modseq(folder.highest_modseq))
+    if options.resync is not None:
+        lines.extend(resync_lines(view, options.resync))
     session.untagged(b"".join(lines))
     verb = "EXAMINE" if readonly else "SELECT"
     return Reply(OK, f"{verb} completed", READ_ONLY if readonly else READ_WRITE)
@@ -99,5 +112,11 @@ def expunge(session: IMAPSession, command: Command) -> Reply:
         for m in view.folder.messages
         if "T" in m.letters and (not command.uid or m.uid in wanted)
     ]
-    view.folder.expunge(doomed)
+    with view.folder.batch():
+        view.folder.expunge(doomed)
+    if view.condstore:
+        # RFC 7162: an expunge raises the mailbox's modseq and the client
+        # cannot work that out from EXPUNGE/VANISHED, so the tagged OK says it.
+        code = f"{HIGHESTMODSEQ} {view.folder.highest_modseq}"
+        return Reply(OK, "EXPUNGE completed", code)
     return Reply(OK, "EXPUNGE completed")
