@@ -253,3 +253,30 @@ class MXTests(unittest.TestCase):
 
         self.assertTrue(output.startswith(b"220 2.0.0"))
         self.assertNotIn(b"250", output)
+
+
+class QuotaTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_full_mailbox_is_a_temporary_refusal_at_rcpt(self) -> Any:
+        """Over limits.quota, RCPT gets 452 4.2.2 and the other recipients still get mail."""
+        suite = yield start(self, limits={"quota": 1000})
+        suite.add_user(USER, PASSWORD)
+        suite.add_user("bob@example.com", PASSWORD)
+        yield suite.context.store.deliver(USER, b"Subject: big\r\n\r\n" + b"x" * 2000 + b"\r\n")
+        port = suite.port("smtp")
+
+        def send() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+            with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
+                client.ehlo()
+                client.mail("someone@remote.example")
+                full = client.rcpt(USER)
+                room = client.rcpt("bob@example.com")
+                client.data(MESSAGE)
+                return full, room
+
+        full, room = yield threads.deferToThread(send)
+
+        self.assertEqual((452, 250), (full[0], room[0]))
+        self.assertTrue(full[1].startswith(b"4.2.2"))
+        self.assertEqual(1, len(inbox_messages(suite, USER)))
+        self.assertEqual(1, len(inbox_messages(suite, "bob@example.com")))

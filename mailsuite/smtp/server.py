@@ -35,7 +35,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsuite import sasl
+from mailsuite import quota, sasl
 from mailsuite.aliases import open_aliases
 from mailsuite.context import ServiceContext
 from mailsuite.lineproto import LineSession
@@ -419,6 +419,7 @@ class SMTPSession(LineSession):
 
         try:
             recipient = self.factory.policy.recipient(address, self.user is not None)
+            self._check_quota(recipient)
         except SMTPReplyError as e:
             transaction.refused += 1
             self._rejected("RCPT", e.reply, sender=transaction.sender, recipient=address.text)
@@ -427,6 +428,17 @@ class SMTPSession(LineSession):
         transaction.recipients.append(recipient)
         self.state = State.RCPT
         self.send(replies.RECIPIENT_OK.wire)
+
+    def _check_quota(self, recipient: Recipient) -> None:
+        """A full mailbox is refused at RCPT with 452 4.2.2, so the other
+        recipients of the message are not held back; the one message that
+        crosses the limit is still taken (a soft quota, as Dovecot's LMTP)."""
+        limit = self.ctx.config.limits.quota
+        if not limit:
+            return
+        for mailbox in recipient.mailboxes:
+            if quota.storage_used(self.ctx.store.account(mailbox)) >= limit:
+                raise SMTPReplyError(replies.MAILBOX_FULL)
 
     def _rejected(self, stage: str, reply: Reply, **fields: str) -> None:
         self.ctx.maillog.rejected(
