@@ -131,7 +131,11 @@ class FolderIndex:
             self.db.execute("BEGIN")
         if isinstance(rows, tuple):
             self.db.execute(sql, rows)
-        else:
+            return
+        # Many rows share one transaction; alone, each would commit by itself.
+        with self.batch():
+            if not self.db.in_transaction:
+                self.db.execute("BEGIN")
             self.db.executemany(sql, rows)
 
     # -- meta ----------------------------------------------------------------

@@ -665,16 +665,19 @@ class Folder:
 
     def _admit(self, keys: list[str], on_disk: dict[str, str]) -> list[Message]:
         """Add messages, reusing recorded UIDs and assigning new ones in arrival order."""
-        known = [(self.uidlist.uid_of_key[k], k) for k in keys if k in self.uidlist.uid_of_key]
-        fresh = sorted((k for k in keys if k not in self.uidlist.uid_of_key), key=_arrival_order)
+        uid_of_key = self.uidlist.uid_of_key
+        known = [(uid_of_key[k], k) for k in keys if k in uid_of_key]
+        fresh = sorted((k for k in keys if k not in uid_of_key), key=_arrival_order)
         pairs = known + list(zip(self.uidlist.assign(fresh), fresh, strict=True))
+        pairs.sort()
         added = []
         unindexed = []
         modseq = 0
-        for uid, key in sorted(pairs):
+        indexed = self._indexed
+        for uid, key in pairs:
             filename = on_disk[key]
-            message = Message(uid=uid, key=key, filename=filename, letters=_letters(filename))
-            row = self._indexed.pop(uid, None)
+            message = Message(uid, key, filename, _letters(filename))
+            row = indexed.pop(uid, None)
             if row is None:
                 modseq = modseq or self.index.next_modseq()
                 message.modseq = modseq
@@ -857,8 +860,10 @@ class Folder:
 
 
 def _letters(filename: str) -> str:
-    _, sep, info = filename.partition(":2,")
-    return maildir_flags.normalise_letters(info) if sep else ""
+    info = filename.partition(":2,")[2]
+    if len(info) < 2 or all(a < b for a, b in itertools.pairwise(info)):
+        return info  # already in order, as the Maildir spec asks: the common case
+    return maildir_flags.normalise_letters(info)
 
 
 _UNIQUE_NAME = re.compile(r"^(\d+)\.(?:M(\d+))?(?:P\d+)?(?:Q(\d+))?")
@@ -869,8 +874,8 @@ def _arrival_order(key: str) -> tuple[int, int, int, str]:
     match = _UNIQUE_NAME.match(key)
     if match is None:
         return (0, 0, 0, key)
-    seconds, micros, counter = (int(g) if g else 0 for g in match.groups())
-    return (seconds, micros, counter, key)
+    seconds, micros, counter = match.groups()
+    return (int(seconds), int(micros or 0), int(counter or 0), key)
 
 
 __all__ = [
