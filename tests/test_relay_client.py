@@ -20,6 +20,7 @@ from mailsuite.queue.client import (
     Login,
     ReplyReader,
     Security,
+    Session,
     Transaction,
     TransactionResult,
     parse_extensions,
@@ -55,11 +56,16 @@ class Conversation:
         login: Login | None = None,
         sender: str = "alice@example.com",
         hook: Any = None,
+        keep_open: bool = False,
+        session: Session | None = None,
     ) -> None:
         self.clock = task.Clock()
         self.transport = TLSTransport()
-        self.reader = ReplyReader(self.clock)
-        self.reader.makeConnection(self.transport)
+        self.reader = session.reader if session is not None else ReplyReader(self.clock)
+        if session is not None:
+            self.transport = session.reader.transport
+        else:
+            self.reader.makeConnection(self.transport)
         self.results: list[TransactionResult] = []
         envelope = Envelope(
             sender=sender,
@@ -81,6 +87,8 @@ class Conversation:
             security=security or Security(opportunistic=False),
             login=login,
             on_result=record,
+            keep_open=keep_open,
+            session=session,
         )
         self.done = defer.ensureDeferred(self.transaction.run())
         self.outcome: list[Any] = []
@@ -122,6 +130,60 @@ class Conversation:
         lines = ["mx.remote.test", *(extensions or [])]
         text = "".join(f"250-{x}\r\n" for x in lines[:-1]) + f"250 {lines[-1]}\r\n"
         self.server(text)
+
+
+class KeptConnectionTests(unittest.TestCase):
+    """RFC 5321 3.3: a finished transaction can leave the session open for the next."""
+
+    def finish(self, c: Conversation) -> None:
+        c.greet(["PIPELINING"])
+        c.client()
+        c.server("250 ok\r\n250 ok\r\n354 go\r\n")
+        c.pump()
+        c.client()
+
+    def test_kept_open_after_the_final_reply(self) -> None:
+        """With keep_open the answered transaction sends no QUIT and hands back its session."""
+        c = Conversation(keep_open=True)
+        self.finish(c)
+        c.server("250 2.0.0 ok\r\n")
+
+        self.assertEqual(["bob@remote.test"], c.result().accepted)
+        self.assertEqual(b"", c.client())
+        assert c.transaction.kept is not None
+        self.assertEqual({"PIPELINING": ""}, c.transaction.kept.extensions)
+
+    def test_421_to_the_final_dot_is_not_kept(self) -> None:
+        """A server closing the channel (421) gets QUIT; its connection is not reused."""
+        c = Conversation(keep_open=True)
+        self.finish(c)
+        c.server("421 4.3.0 closing\r\n")
+
+        self.assertEqual(b"QUIT\r\n", c.client())
+        self.assertIsNone(c.transaction.kept)
+
+    def test_reused_session_starts_at_mail(self) -> None:
+        """On a kept session the next transaction sends no greeting wait and no EHLO."""
+        first = Conversation(keep_open=True)
+        self.finish(first)
+        first.server("250 2.0.0 ok\r\n")
+        assert first.transaction.kept is not None
+
+        c = Conversation(["carol@remote.test"], session=first.transaction.kept)
+
+        expected = b"MAIL FROM:<alice@example.com>\r\nRCPT TO:<carol@remote.test>\r\nDATA\r\n"
+        self.assertEqual(expected, c.client())
+
+    def test_reply_while_idle_makes_the_session_unfit(self) -> None:
+        """A "421 timeout" that arrived while idle would be read as MAIL's answer: unfit."""
+        c = Conversation(keep_open=True)
+        self.finish(c)
+        c.server("250 2.0.0 ok\r\n")
+        self.assertTrue(c.reader.idle_clean)
+
+        c.server("421 4.4.2 idle too long\r\n")
+
+        self.assertFalse(c.reader.idle_clean)
 
 
 class PlainTransactionTests(unittest.TestCase):

@@ -11,7 +11,8 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from mailsuite.config import Config, RelayConfig, default_config
-from mailsuite.queue.client import Timeouts
+from mailsuite.queue import delivery
+from mailsuite.queue.client import ReplyReader, Timeouts
 from mailsuite.queue.delivery import Deliverer, OutboundMessage
 from mailsuite.queue.mx import MXResolver, make_resolver
 from mailsuite.queue.routes import Destination
@@ -25,6 +26,7 @@ from tests.relay_fakes import (
     port_free_on,
     start_dns,
     start_sink,
+    wait_until,
 )
 
 MESSAGE = b"From: alice@example.com\r\nTo: bob@remote.test\r\nSubject: hi\r\n\r\nHello.\r\n"
@@ -56,13 +58,17 @@ class DeliveryTestCase(unittest.TestCase):
         )
 
     def deliverer(
-        self, config: Config | None = None, trust: TLSMaterial | None = None
+        self, config: Config | None = None, trust: TLSMaterial | None = None, reuse: bool = False
     ) -> Deliverer:
         config = config or self.config()
         resolver = MXResolver(make_resolver(reactor, config.relay.nameservers), timeout=(1,))
         client_tls = ClientTLS(trust.trust_root() if trust else None)
         timeouts = Timeouts(greeting=5, command=5, data_start=5, data_block=5, data_end=5, quit=1)
-        return Deliverer(config, reactor, resolver, client_tls, timeouts=timeouts)
+        made = Deliverer(
+            config, reactor, resolver, client_tls, timeouts=timeouts, reuse_connections=reuse
+        )
+        self.addCleanup(made.abort_all)
+        return made
 
     def mx(self, domain: str, *hosts: tuple[int, str, str]) -> None:
         """MX records (preference, name, address) for ``domain``."""
@@ -390,3 +396,72 @@ class SmarthostAndRouteTests(DeliveryTestCase):
 
         self.assertEqual("delivered", outcomes["bob@routed.test"].kind)
         self.assertEqual([], self.zone.queries)
+
+
+class ConnectionReuseTests(DeliveryTestCase):
+    """RFC 5321 3.3: several transactions on one connection, as Postfix does."""
+
+    def route(self) -> tuple[Any, Destination, Config]:
+        sink = start_sink(self, HOSTS[2], 0)
+        endpoint = f"tcp:{HOSTS[2]}:{sink.port.getHost().port}"
+        config = self.config(routes={"routed.test": endpoint})
+        return sink, Destination("route", "routed.test", endpoint), config
+
+    @defer.inlineCallbacks
+    def test_kept_connection_carries_the_next_message(self) -> defer.Generator:
+        """Two messages to one endpoint: one connection, one greeting, two transactions."""
+        sink, destination, config = self.route()
+        deliverer = self.deliverer(config, reuse=True)
+
+        first = yield self.send(deliverer, destination, ["bob@routed.test"])
+        second = yield self.send(deliverer, destination, ["carol@routed.test"])
+
+        self.assertEqual(
+            ["delivered", "delivered"],
+            [first["bob@routed.test"].kind, second["carol@routed.test"].kind],
+        )
+        self.assertEqual(1, sink.connections)
+        self.assertEqual(2, len(sink.received))
+        self.assertEqual(1, sum(line.startswith(b"EHLO") for line in sink.lines))
+
+    @defer.inlineCallbacks
+    def test_without_reuse_every_message_quits(self) -> defer.Generator:
+        """The default deliverer still says QUIT after each message."""
+        sink, destination, config = self.route()
+        deliverer = self.deliverer(config)
+
+        yield self.send(deliverer, destination, ["bob@routed.test"])
+        yield self.send(deliverer, destination, ["carol@routed.test"])
+
+        self.assertEqual(2, sink.connections)
+        self.assertEqual(2, sink.lines.count(b"QUIT"))
+
+    @defer.inlineCallbacks
+    def test_dead_kept_connection_sends_on_a_fresh_one(self) -> defer.Generator:
+        """A kept connection that died unnoticed decides nothing: a new one takes the mail."""
+        sink, destination, config = self.route()
+        deliverer = self.deliverer(config, reuse=True)
+        yield self.send(deliverer, destination, ["bob@routed.test"])
+        [[(session, _)]] = deliverer._idle.values()
+        session.reader.abort()
+        yield wait_until(lambda: not session.reader.idle_clean)
+        # Pretend the loss went unseen until MAIL was written.
+        self.patch(ReplyReader, "idle_clean", property(lambda reader: True))
+
+        outcomes = yield self.send(deliverer, destination, ["carol@routed.test"])
+
+        self.assertEqual("delivered", outcomes["carol@routed.test"].kind)
+        self.assertEqual(2, sink.connections)
+        self.assertEqual(1, len(sink.delivered_to("carol@routed.test")))
+
+    @defer.inlineCallbacks
+    def test_idle_connection_quits_after_the_idle_time(self) -> defer.Generator:
+        """Nothing more to send: the kept connection says QUIT and is closed."""
+        self.patch(delivery, "IDLE_TIME", 0.01)
+        sink, destination, config = self.route()
+        deliverer = self.deliverer(config, reuse=True)
+
+        yield self.send(deliverer, destination, ["bob@routed.test"])
+        yield wait_until(lambda: not deliverer._idle and b"QUIT" in sink.lines)
+
+        self.assertEqual([b"QUIT"], [line for line in sink.lines if line == b"QUIT"])

@@ -17,7 +17,7 @@ from mailsuite.context import ServiceContext
 from mailsuite.maillog import MailLog
 from mailsuite.queue import admin, states
 from mailsuite.queue.delivery import Interrupted, OutboundMessage
-from mailsuite.queue.relay import SCAN_INTERVAL, RelayService
+from mailsuite.queue.relay import MAX_ACTIVE, MAX_CONNECTIONS, SCAN_INTERVAL, RelayService
 from mailsuite.queue.routes import Destination
 from mailsuite.queue.spool import QueueEntry, Spool
 from mailsuite.queue.states import Outcome
@@ -188,6 +188,35 @@ class DeliveryTests(RelayTestCase):
         self.clock.advance(0)
 
         self.assertEqual(["bob@remote.test"], [r for rs in self.user_mail_sent() for r in rs])
+
+    def test_burst_is_not_relisted_per_enqueue(self) -> None:
+        """Each enqueue reads its own envelope: listing the spool each time was quadratic."""
+        self.start()
+        listings: list[int] = []
+        entries = self.spool.entries
+        self.spool.entries = lambda: listings.append(1) or entries()  # type: ignore[method-assign]
+
+        for number in range(5):
+            self.enqueue([f"r{number}@remote.test"])
+        self.clock.advance(0)
+
+        self.assertEqual(5, len(self.user_mail_sent()))
+        self.assertEqual([], listings)
+
+    def test_backlog_beyond_the_slots_starts_as_slots_free(self) -> None:
+        """More due entries than slots: the rest start as a slot frees, not a scan later."""
+        self.deliverer.hang = defer.Deferred()
+        for number in range(MAX_ACTIVE + 3):
+            self.enqueue([f"r{number}@remote.test"])
+        self.start()
+        self.assertEqual(min(MAX_ACTIVE, MAX_CONNECTIONS), len(self.deliverer.calls))
+
+        hang, self.deliverer.hang = self.deliverer.hang, None
+        hang.callback(False)
+        self.clock.advance(0)
+
+        self.assertEqual(MAX_ACTIVE + 3, len(self.deliverer.calls))
+        self.assertEqual([], self.spool.entries())
 
     def test_one_transaction_per_destination(self) -> None:
         """Recipients of one domain go together; other domains separately."""
@@ -412,8 +441,9 @@ class CrashTests(RelayTestCase):
         queue_id = self.enqueue(["ok@remote.test"])
         self.start()
 
-        # The 250 is on disk while the transaction is still open (before QUIT).
-        self.assertEqual("delivered", self.state(queue_id, "ok@remote.test"))
+        # The 250 is on disk while the transaction is still open (before QUIT):
+        # its last recipient delivered, the entry is already durably removed.
+        self.assertIsNone(self.entry(queue_id))
 
         self.restart(crash=True)
 

@@ -267,6 +267,33 @@ class ChangeTests(SpoolTestCase):
         self.assertEqual([], self.files())
         self.assertEqual([], spool.entries())
 
+    async def test_remove_waits_for_an_update_in_flight(self) -> None:
+        """An envelope write still running cannot put a removed entry back."""
+        spool = self.make_spool()
+        queue_id = await spool.enqueue("a@b.example", ["c@d.example"], MESSAGE)
+        [entry] = spool.entries()
+
+        entry.recipients[0].state = "delivered"
+        update = spool.update(entry)
+        await spool.remove(queue_id)
+        await update
+
+        self.assertEqual([], self.files())
+
+    async def test_one_entry_by_id(self) -> None:
+        """entry() reads one committed envelope; an unknown or half entry is None."""
+        spool = self.make_spool()
+        queue_id = await spool.enqueue("a@b.example", ["c@d.example"], MESSAGE)
+
+        found = spool.entry(queue_id)
+
+        assert found is not None
+        self.assertEqual(["c@d.example"], [r.address for r in found.recipients])
+        self.assertIsNone(spool.entry("20260101000000.00000000"))
+        os.unlink(spool.message_path(queue_id))
+        self.assertIsNone(spool.entry(queue_id))
+        self.assertRaises(ValueError, spool.entry, "../etc/passwd")
+
 
 class RecoverTests(SpoolTestCase):
     async def test_recover_removes_only_unacknowledged_files(self) -> None:

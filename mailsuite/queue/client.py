@@ -5,6 +5,11 @@ hands them out one by one, with a timeout for each. ``Transaction`` drives
 it: greeting, EHLO (HELO if refused), STARTTLS, AUTH for a smarthost, MAIL,
 RCPT per recipient (pipelined when offered, RFC 2920), DATA and QUIT.
 
+A transaction may instead leave its connection open (``keep_open``) once the
+remote has answered the final dot, and a later transaction may start on it
+at MAIL (``session``): RFC 5321 3.3 allows many transactions per session,
+and the greeting, EHLO and TLS handshake were most of a short message's cost.
+
 The message leaves as CRLF lines only: a bare CR or LF that reached the
 queue is turned into CRLF before dot-stuffing, so no byte sequence in a
 message can end the DATA early on a receiver that reads bare LF as a line
@@ -157,6 +162,21 @@ class ReplyReader(Protocol):
         self._replies.clear()
         self._tls_pending = True
         self.transport.startTLS(creator)
+
+    @property
+    def idle_clean(self) -> bool:
+        """Connected, nothing unread and nothing half-received: fit for a new MAIL.
+
+        A reply that arrived while the connection was idle (a "421 timeout")
+        would otherwise be read as the answer to the next MAIL.
+        """
+        return (
+            self._error is None
+            and self.transport is not None
+            and not self._replies
+            and not self._lines
+            and not self._buffer
+        )
 
     def close(self) -> None:
         if self.transport is not None:
@@ -329,6 +349,15 @@ class Login:
 
 
 @dataclass
+class Session:
+    """An open connection after a finished transaction, ready for the next MAIL."""
+
+    reader: ReplyReader
+    extensions: dict[str, str]
+    secure: bool
+
+
+@dataclass
 class TransactionResult:
     """The remote's reply for each recipient, and how the connection went."""
 
@@ -363,6 +392,8 @@ class Transaction:
         login: Login | None = None,
         on_result: ResultHook | None = None,
         timeouts: Timeouts | None = None,
+        session: Session | None = None,
+        keep_open: bool = False,
     ) -> None:
         self.reader = reader
         self.host = host
@@ -375,6 +406,19 @@ class Transaction:
         self.secure = security.implicit
         self.extensions: dict[str, str] = {}
         self.last_command = "greeting"
+        #: Start at MAIL on this already greeted (and secured) connection.
+        self.session = session
+        if session is not None:
+            self.secure = session.secure
+            self.extensions = dict(session.extensions)
+        self.keep_open = keep_open
+        #: The remote answered the final dot: the session is back at MAIL.
+        self.reusable = False
+        #: Any reply was read in this transaction (a reused connection that
+        #: fails before one was found dead, and nothing was decided).
+        self.answered = False
+        #: The connection was left open for the next transaction.
+        self.kept: Session | None = None
 
     async def run(self) -> TransactionResult:
         """Run to the end; ``HostFailure`` when this host cannot take the message."""
@@ -389,10 +433,16 @@ class Transaction:
         except BaseException:
             self.reader.abort()
             raise
+        if self.keep_open and self.reusable and self.reader.idle_clean:
+            self.kept = Session(self.reader, self.extensions, self.secure)
+            return result
         await self._quit()
         return result
 
     async def _run(self) -> TransactionResult:
+        if self.session is not None:
+            return await self._mail()
+
         greeting = await self._read(self.timeouts.greeting)
         if greeting.code != 220:
             # RFC 5321 3.1: a 554 greeting means "no service here", try the next.
@@ -594,6 +644,8 @@ class Transaction:
         await self._send_message()
         self.last_command = "end of data"
         final = await self._read(self.timeouts.data_end)
+        # RFC 5321 3.8: a 421 means the server is closing the channel.
+        self.reusable = final.code != 421
         for recipient in accepted:
             result.replies[recipient] = final
         if final.positive:
@@ -642,7 +694,9 @@ class Transaction:
         return await self._read(timeout)
 
     async def _read(self, timeout: float) -> Reply:
-        return await self.reader.next_reply(timeout)
+        reply = await self.reader.next_reply(timeout)
+        self.answered = True
+        return reply
 
     def _said(self, reply: Reply) -> str:
         return f"{reply.text} (from {self.host} after {self.last_command})"

@@ -5,6 +5,12 @@ turn, moving on when a connection fails or a host answers 4xx to the
 greeting, EHLO or MAIL (RFC 5321 5.1). For a route or the smarthost: the one
 endpoint. For a domain of ours: the store. The result is an ``Outcome`` per
 recipient; once a host has taken MAIL, its replies decide.
+
+With ``reuse_connections`` a connection whose transaction ended cleanly is
+kept for ``IDLE_TIME`` seconds and the next message to the same endpoint,
+with the same TLS and login requirements, starts on it at MAIL, as Postfix
+does. If such a connection turns out dead before any reply, nothing was
+decided, and the message goes on a fresh connection at once.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from mailsuite.queue.client import (
     Login,
     ReplyReader,
     Security,
+    Session,
     Timeouts,
     Transaction,
     TransactionResult,
@@ -45,6 +52,13 @@ log = Logger()
 CONNECT_TIMEOUT = 30
 #: Addresses tried for one destination in one attempt, at most.
 MAX_ADDRESSES = 10
+#: Seconds an idle connection is kept for the next message (Postfix: 2).
+IDLE_TIME = 5.0
+#: Idle connections kept at once, over all destinations.
+MAX_IDLE = 20
+
+#: What a kept connection is good for: endpoint, host name, TLS, login.
+SessionKey = tuple[Any, ...]
 
 #: Outcomes reported as soon as a remote has answered the final dot, before
 #: the connection is closed; the relayer makes them durable there.
@@ -84,6 +98,7 @@ class Deliverer:
         store: Any = None,
         local_users: LocalUsers | None = None,
         timeouts: Timeouts | None = None,
+        reuse_connections: bool = False,
     ) -> None:
         self.config = config
         self.reactor = reactor
@@ -94,6 +109,8 @@ class Deliverer:
         self.timeouts = timeouts or Timeouts()
         self._readers: set[ReplyReader] = set()
         self._stopping = False
+        self.reuse_connections = reuse_connections
+        self._idle: dict[SessionKey, list[tuple[Session, Any]]] = {}
 
     # -- seams tests replace ------------------------------------------------
 
@@ -113,6 +130,11 @@ class Deliverer:
         self._stopping = True
         for reader in list(self._readers):
             reader.abort()
+        for key in list(self._idle):
+            for session, timer in self._idle.pop(key):
+                if timer.active():
+                    timer.cancel()
+                session.reader.abort()
 
     def close(self) -> None:
         """Stop the resolver's timers (the relayer stopped)."""
@@ -146,9 +168,10 @@ class Deliverer:
             security = self._mx_security(destination.name, info.host, info.implicit_tls)
             login = None
 
+        key = (destination.endpoint,)
         try:
             return await self._attempt(
-                info.host, endpoint, security, login, recipients, message, on_outcomes
+                info.host, endpoint, security, login, recipients, message, on_outcomes, key
             )
         except HostFailure as failure:
             return _all(recipients, failure.reply, failure.temporary)
@@ -176,9 +199,10 @@ class Deliverer:
             for address in addresses[: MAX_ADDRESSES - tried]:
                 tried += 1
                 endpoint = self.endpoint_for_address(address, self.config.relay.port)
+                key = (address, self.config.relay.port)
                 try:
                     return await self._attempt(
-                        host, endpoint, security, None, recipients, message, hook
+                        host, endpoint, security, None, recipients, message, hook, key
                     )
                 except HostFailure as failure:
                     log.info(
@@ -203,11 +227,12 @@ class Deliverer:
         recipients: list[str],
         message: OutboundMessage,
         hook: OutcomeHook,
+        key: SessionKey,
     ) -> dict[str, Outcome]:
         """One connection; on a failed STARTTLS, one more in the clear if allowed."""
         try:
             return await self._transaction(
-                host, endpoint, security, login, recipients, message, hook
+                host, endpoint, security, login, recipients, message, hook, key
             )
         except HostFailure as failure:
             if not (failure.tls_failed and self._may_fall_back(security, login)):
@@ -217,7 +242,9 @@ class Deliverer:
             )
 
         clear = Security(opportunistic=False)
-        return await self._transaction(host, endpoint, clear, login, recipients, message, hook)
+        return await self._transaction(
+            host, endpoint, clear, login, recipients, message, hook, key
+        )
 
     def _may_fall_back(self, security: Security, login: Login | None) -> bool:
         return self.config.relay.tls_fallback and not security.required and login is None
@@ -231,8 +258,36 @@ class Deliverer:
         recipients: list[str],
         message: OutboundMessage,
         hook: OutcomeHook,
+        key: SessionKey,
     ) -> dict[str, Outcome]:
+        key = (*key, host, security.implicit, security.opportunistic, security.required)
+        key = (*key, login.user if login is not None else None)
+        session = self._take_idle(key)
+        if session is not None:
+            try:
+                return await self._run_transaction(
+                    host, session.reader, security, login, recipients, message, hook, key, session
+                )
+            except _DeadSession:
+                log.info("kept connection to {host} was closed; opening another", host=host)
+
         reader = await self._connect(host, endpoint)
+        return await self._run_transaction(
+            host, reader, security, login, recipients, message, hook, key, None
+        )
+
+    async def _run_transaction(
+        self,
+        host: str,
+        reader: ReplyReader,
+        security: Security,
+        login: Login | None,
+        recipients: list[str],
+        message: OutboundMessage,
+        hook: OutcomeHook,
+        key: SessionKey,
+        session: Session | None,
+    ) -> dict[str, Outcome]:
         self._readers.add(reader)
 
         async def report(result: TransactionResult) -> None:
@@ -255,16 +310,52 @@ class Deliverer:
             login=login,
             on_result=report,
             timeouts=self.timeouts,
+            session=session,
+            keep_open=self.reuse_connections,
         )
         try:
             result = await transaction.run()
         except HostFailure:
             if self._stopping:
                 raise Interrupted() from None
+            if session is not None and not transaction.answered:
+                raise _DeadSession() from None
             raise
         finally:
             self._readers.discard(reader)
+        if transaction.kept is not None:
+            self._keep(key, transaction.kept)
         return _outcomes(result)
+
+    # -- kept connections -------------------------------------------------------
+
+    def _take_idle(self, key: SessionKey) -> Session | None:
+        """A kept connection for ``key`` still fit for MAIL, or None."""
+        kept = self._idle.get(key)
+        while kept:
+            session, timer = kept.pop()
+            if timer.active():
+                timer.cancel()
+            if session.reader.idle_clean:
+                return session
+            session.reader.abort()
+        self._idle.pop(key, None)
+        return None
+
+    def _keep(self, key: SessionKey, session: Session) -> None:
+        if self._stopping or sum(len(k) for k in self._idle.values()) >= MAX_IDLE:
+            _quit_quietly(session)
+            return
+        timer = self.reactor.callLater(IDLE_TIME, self._expire, key, session)
+        self._idle.setdefault(key, []).append((session, timer))
+
+    def _expire(self, key: SessionKey, session: Session) -> None:
+        """Nothing more to send there for a while: say QUIT and close."""
+        kept = self._idle.get(key, [])
+        self._idle[key] = [(s, t) for s, t in kept if s is not session]
+        if not self._idle[key]:
+            del self._idle[key]
+        _quit_quietly(session)
 
     async def _connect(self, host: str, endpoint: Any) -> ReplyReader:
         if self._stopping:
@@ -339,6 +430,16 @@ class Deliverer:
                 return states.deferred(f"451 4.3.0 cannot store the message: {e}")
             return states.failed(f"554 5.3.0 cannot store the message: {e}")
         return states.delivered(f"250 2.0.0 stored as {key}", "localhost")
+
+
+class _DeadSession(Exception):
+    """A kept connection failed before any reply: nothing was sent or decided."""
+
+
+def _quit_quietly(session: Session) -> None:
+    """QUIT without waiting for the answer, then close once it is written."""
+    session.reader.send(b"QUIT\r\n")
+    session.reader.close()
 
 
 class _QuietFactory(Factory):

@@ -251,6 +251,17 @@ class Spool:
         found.sort(key=lambda e: (e.created, e.id))
         return found
 
+    def entry(self, queue_id: str) -> QueueEntry | None:
+        """One committed entry, or None (blocking; one stat, parsed only if it changed).
+
+        The relayer starts a freshly queued message with this rather than
+        listing the whole folder, which made every enqueue cost O(queue).
+        """
+        check_id(queue_id)
+        if not os.path.exists(self.message_path(queue_id)):
+            return None
+        return self._cached_load(queue_id)
+
     def _cached_load(self, queue_id: str) -> QueueEntry | None:
         """An envelope, parsed again only when its file changed (another process's
         ``queue retry``, or our own update)."""
@@ -330,6 +341,12 @@ class Spool:
         return defer.ensureDeferred(self._remove(queue_id))
 
     async def _remove(self, queue_id: str) -> None:
+        previous = self._updates.get(queue_id)
+        if previous is not None:
+            # An envelope write still in flight would rename the envelope
+            # back into place after we unlinked it: let it land first.
+            with contextlib.suppress(Exception):
+                await previous
         try:
             await self._in_thread(self._delete, queue_id)
             await self._syncer.sync()
