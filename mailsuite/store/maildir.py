@@ -22,7 +22,7 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -114,10 +114,11 @@ class UniqueNames:
 
 def to_crlf(data: bytes) -> bytes:
     """Make every line end CRLF; a lone CR or LF becomes CRLF."""
-    if data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r"):
-        return data
+    # Cheapest test first: a message stored with LF ends has no CR at all.
     if b"\r" not in data:
         return data.replace(b"\n", b"\r\n")
+    if data.count(b"\n") == data.count(b"\r") == data.count(b"\r\n"):
+        return data
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
@@ -571,6 +572,12 @@ class Folder:
     def cached(self, message: Message, name: str) -> bytes | None:
         """A blob the protocol asked to keep for this message (e.g. ENVELOPE)."""
         return self.index.blob(message.uid, name)
+
+    def cached_many(
+        self, uids: Sequence[int], names: Sequence[str]
+    ) -> dict[tuple[int, str], bytes]:
+        """Kept blobs of many messages in one index read: (uid, name) -> value."""
+        return self.index.blobs(uids, names)
 
     def keep(self, message: Message, name: str, value: bytes) -> None:
         """Keep a blob derived from the message's content, which never changes."""

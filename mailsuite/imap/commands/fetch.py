@@ -18,6 +18,7 @@ then ends ``NO [EXPUNGEISSUED]`` (RFC 5530) after sending everything else.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,13 @@ BATCH_BYTES = 64 * 1024
 
 #: Messages rendered between two waits for the client to drain.
 CONTENT_CHUNK = 32
+
+#: The same when nothing is read but values the index keeps (a header fetch):
+#: each message costs microseconds, and the chunk's values come in one query.
+KEPT_CHUNK = 256
+
+#: Values read from the folder index ahead: (uid, name) -> value.
+KeptValues = dict[tuple[int, str], bytes]
 
 #: Prefix of the names values are kept under in the folder index; bump it
 #: when the message model's ENVELOPE, BODYSTRUCTURE or header fields change,
@@ -109,11 +117,22 @@ def literal(data: bytes | None) -> bytes:
 
     A section that does not exist (None) is an empty string, as Dovecot answers.
     """
+    return b"".join(labelled(b"", data))
+
+
+#: One item of a FETCH response as pieces written one after the other: a short
+#: head (label, literal size) and, apart, the literal's octets, which are never
+#: copied on their way to the session (a mailbox's bodies are hundreds of MB).
+Pieces = list[bytes]
+
+
+def labelled(label: bytes, data: bytes | None) -> Pieces:
+    """``label`` then ``data`` as a literal (see ``literal``), in pieces."""
     if not data:
-        return b'""'
+        return [label + b'""']
     if b"\0" in data:
         data = data.replace(b"\0", b"\x80")
-    return b"{%d}\r\n" % len(data) + data
+    return [label + b"{%d}\r\n" % len(data), data]
 
 
 class FetchPlan:
@@ -134,6 +153,20 @@ class FetchPlan:
         #: Items that always read the message (all but the ones the index keeps).
         self.needs_text = any(item.needs_content and not _keepable(item) for item in items)
         self.has_flags = any(item.name == "FLAGS" for item in items)
+        #: Names of the values the index keeps for these items (read a chunk at a time).
+        self.kept_names = [
+            BLOB_VERSION + n for n in dict.fromkeys(map(_kept_item_name, items)) if n
+        ]
+
+
+def _kept_item_name(item: FetchItem) -> str:
+    """The index name an item's value is kept under, or "" if it is not kept."""
+    if not _keepable(item):
+        return ""
+    if item.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY"):
+        return item.name
+    assert item.section is not None
+    return _kept_name(item.section)
 
 
 def _keepable(item: FetchItem) -> bool:
@@ -243,18 +276,23 @@ async def _fetch_content(
     cache = session.factory.cache
     done = 0
     slicer = Slicer(session.ctx.reactor)  # other sessions run between slices
+    chunk = CONTENT_CHUNK if plan.needs_text else KEPT_CHUNK
+    renderers = [_renderer(view, item) for item in plan.items]
     while done < len(positions):
         if session.closed:
             return None
-        # One index commit per chunk for the values kept and the \Seen set;
-        # a chunk ends early when the client stops taking what we send.
+        # One index commit per chunk for the values kept and the \Seen set,
+        # and one index read for the values kept before; a chunk ends early
+        # when the client stops taking what we send.
         with view.folder.batch():
-            for position in positions[done : done + CONTENT_CHUNK]:
+            messages = [view.messages[p] for p in positions[done : done + chunk]]
+            kept = _kept_values(view.folder, messages, plan)
+            for message in messages:
+                position = positions[done]
                 done += 1
-                message = view.messages[position]
                 try:
-                    source = Source(cache, view.folder, message)
-                    session.untagged(_render(view, position, source, plan))
+                    source = Source(cache, view.folder, message, kept)
+                    session.untagged_pieces(_render(view, position, source, plan, renderers))
                 except MessageGone:
                     gone = True
                 except UnknownCTE:
@@ -275,6 +313,13 @@ async def _fetch_content(
     return None
 
 
+def _kept_values(folder: Folder, messages: list[Message], plan: FetchPlan) -> KeptValues | None:
+    """The index's values for a chunk's messages, in one read rather than one per item."""
+    if not plan.kept_names:
+        return None
+    return folder.cached_many([m.uid for m in messages], plan.kept_names)
+
+
 class Source:
     """One message's content for FETCH, read from disk only when an item needs it.
 
@@ -283,12 +328,17 @@ class Source:
     so a client's second header fetch of a mailbox opens no file.
     """
 
-    __slots__ = ("_cache", "_content", "folder", "message")
+    __slots__ = ("_cache", "_content", "_kept", "folder", "message")
 
-    def __init__(self, cache: MessageCache, folder: Folder, message: Message) -> None:
+    def __init__(
+        self, cache: MessageCache, folder: Folder, message: Message, kept: KeptValues | None = None
+    ) -> None:
         self._cache = cache
         self.folder = folder
         self.message = message
+        #: Values read from the index ahead for the whole chunk this message is
+        #: in; None when nothing was read ahead (look each value up then).
+        self._kept = kept
         self._content: CachedMessage | None = None
 
     @property
@@ -303,8 +353,15 @@ class Source:
 
     def kept(self, name: str, make: Callable[[ParsedMessage], bytes]) -> bytes:
         """A value from the index, or made from the parsed message and kept."""
-        key = BLOB_VERSION + name
-        value = self.folder.cached(self.message, key)
+        return self.kept_as(BLOB_VERSION + name, make)
+
+    def kept_as(self, key: str, make: Callable[[ParsedMessage], bytes]) -> bytes:
+        """``kept`` with the index name already made (once per FETCH, not per message)."""
+        if self._kept is None:
+            value = self.folder.cached(self.message, key)
+        else:
+            # What the chunk's read did not find is not in the index.
+            value = self._kept.get((self.message.uid, key))
         if value is None:
             value = make(self.content.parsed)
             self.folder.keep(self.message, key, value)
@@ -312,21 +369,44 @@ class Source:
         return value
 
 
-def _render(view: SelectedMailbox, position: int, source: Source, plan: FetchPlan) -> bytes:
+def _render(
+    view: SelectedMailbox,
+    position: int,
+    source: Source,
+    plan: FetchPlan,
+    renderers: list[Renderer],
+) -> Pieces:
+    """One ``* n FETCH (...)`` response as pieces; message octets are not copied."""
     if plan.needs_text:
         source.load()  # first: if the message is gone, nothing below happens
     seen_now = plan.sets_seen and _mark_seen(view, source.message)
-    values = [_item(view, source, item) for item in plan.items]
+    values = [render(source) for render in renderers]
     if seen_now and not plan.has_flags:
         # RFC 3501 6.4.5: a \Seen set by this FETCH is reported with it.
-        values.append(b"FLAGS " + view.flags(source.message))
+        values.append([b"FLAGS " + view.flags(source.message)])
     if seen_now and view.condstore:
         # RFC 7162 3.1: and with its UID and new MODSEQ once CONDSTORE is on.
         if not plan.has_uid:
-            values.insert(0, b"UID %d" % source.message.uid)
+            values.insert(0, [b"UID %d" % source.message.uid])
         if not plan.has_modseq:
-            values.append(b"MODSEQ (%d)" % source.message.modseq)
-    return b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(values))
+            values.append([b"MODSEQ (%d)" % source.message.modseq])
+    return _joined(b"* %d FETCH (" % (position + 1), values, b")\r\n")
+
+
+def _joined(head: bytes, values: list[Pieces], tail: bytes) -> Pieces:
+    """``head``, the values separated by spaces, ``tail``: short pieces merged, octets apart."""
+    out: Pieces = []
+    short = head
+    for number, value in enumerate(values):
+        if number:
+            short += b" "
+        short += value[0]
+        if len(value) > 1:
+            out.append(short)
+            out.extend(value[1:])
+            short = b""
+    out.append(short + tail)
+    return out
 
 
 def _mark_seen(view: SelectedMailbox, message: Message) -> bool:
@@ -338,52 +418,101 @@ def _mark_seen(view: SelectedMailbox, message: Message) -> bool:
     return True
 
 
-def _item(view: SelectedMailbox, source: Source, item: FetchItem) -> bytes:
+#: Writes one item of one message's response.
+Renderer = Callable[[Source], Pieces]
+
+
+def _renderer(view: SelectedMailbox, item: FetchItem) -> Renderer:
+    """How to write ``item``, with what does not depend on the message worked out once.
+
+    A bulk FETCH writes the same items for thousands of messages; the
+    metadata and header-field items (a client's header sync) skip the
+    general dispatch of ``_item``.
+    """
     name = item.name
     if name in METADATA_FORMAT:
-        return METADATA_FORMAT[name] % METADATA_VALUE[name](view)(source.message)
+        template = METADATA_FORMAT[name]
+        value = METADATA_VALUE[name](view)
+        return lambda source: [template % value(source.message)]
+    section = item.section
+    if (
+        section is not None
+        and name == "BODY[]"
+        and not section.part
+        and section.kind.startswith("HEADER.FIELDS")
+        and item.partial is None
+    ):
+        label = _body_label(section)
+        key = BLOB_VERSION + _kept_name(section)
+
+        def make(parsed: ParsedMessage) -> bytes:
+            return parsed.section((), section.kind, section.fields) or b""
+
+        return lambda source: [b"".join(labelled(label, source.kept_as(key, make)))]
+    return lambda source: _item(view, source, item)
+
+
+def _item(view: SelectedMailbox, source: Source, item: FetchItem) -> Pieces:
+    name = item.name
+    if name in METADATA_FORMAT:
+        return [METADATA_FORMAT[name] % METADATA_VALUE[name](view)(source.message)]
     if name == "ENVELOPE":
-        return b"ENVELOPE " + source.kept(name, lambda p: p.envelope())
+        return [b"ENVELOPE " + source.kept(name, lambda p: p.envelope())]
     if name == "BODYSTRUCTURE":
-        return b"BODYSTRUCTURE " + source.kept(name, lambda p: p.bodystructure(extensible=True))
+        return [b"BODYSTRUCTURE " + source.kept(name, lambda p: p.bodystructure(extensible=True))]
     if name == "BODY":
-        return b"BODY " + source.kept(name, lambda p: p.bodystructure(extensible=False))
+        return [b"BODY " + source.kept(name, lambda p: p.bodystructure(extensible=False))]
     if name == "BINARY[]":
         return _binary(source, item)
     if name == "BINARY.SIZE":
         data = _decoded(source, item)
         label = b"BINARY.SIZE[" + _section_label(item.section or Section()) + b"]"
-        return label + b" %d" % len(data or b"")
+        return [label + b" %d" % len(data or b"")]
     if name == "RFC822":
-        return b"RFC822 " + literal(source.content.data)
+        return labelled(b"RFC822 ", source.content.data)
     if name == "RFC822.HEADER":
-        return b"RFC822.HEADER " + literal(source.content.parsed.section((), "HEADER"))
+        return labelled(b"RFC822.HEADER ", source.content.parsed.section((), "HEADER"))
     if name == "RFC822.TEXT":
-        return b"RFC822.TEXT " + literal(source.content.parsed.section((), "TEXT"))
+        return labelled(b"RFC822.TEXT ", source.content.parsed.section((), "TEXT"))
     return _body_section(source, item)
 
 
-def _body_section(source: Source, item: FetchItem) -> bytes:
+def _body_section(source: Source, item: FetchItem) -> Pieces:
     """``BODY[section]<origin>`` and its data (RFC 3501 6.4.5, 7.4.2)."""
     section = item.section or Section()
-    label = b"BODY[" + _section_label(section) + b"]"
+    label = _body_label(section)
     data: bytes | None
     if not section.part and not section.kind:
         data = source.content.data
     elif not section.part and section.kind.startswith("HEADER.FIELDS"):
-        fields = " ".join(sorted(set(section.fields)))
         data = source.kept(
-            f"{section.kind} ({fields})",
+            _kept_name(section),
             lambda p: p.section((), section.kind, section.fields) or b"",
         )
+        if item.partial is None:
+            # A few hundred octets: one piece is cheaper than two.
+            return [b"".join(labelled(label, data))]
     else:
         data = source.content.parsed.section(section.part, section.kind, section.fields)
     if item.partial is not None:
         offset, length = item.partial
         # A partial past the end is an empty string, not the whole message.
         data = (data or b"")[offset : offset + length]
-        label += b"<%d>" % offset
-    return label + b" " + literal(data)
+        label = label[:-1] + b"<%d> " % offset
+    return labelled(label, data)
+
+
+@functools.lru_cache(maxsize=256)
+def _body_label(section: Section) -> bytes:
+    """``BODY[section] ``: made once per distinct section, not once per message."""
+    return b"BODY[" + _section_label(section) + b"] "
+
+
+@functools.lru_cache(maxsize=256)
+def _kept_name(section: Section) -> str:
+    """The index name a header-field selection is kept under (fields sorted, deduplicated)."""
+    fields = " ".join(sorted(set(section.fields)))
+    return f"{section.kind} ({fields})"
 
 
 def _decoded(source: Source, item: FetchItem) -> bytes | None:
@@ -395,7 +524,7 @@ def _decoded(source: Source, item: FetchItem) -> bytes | None:
         raise UnknownCTE(str(e)) from None
 
 
-def _binary(source: Source, item: FetchItem) -> bytes:
+def _binary(source: Source, item: FetchItem) -> Pieces:
     """``BINARY[part]<origin>`` and its data: a literal8 when it holds NUL (RFC 3516 4.3)."""
     data = _decoded(source, item) or b""
     label = b"BINARY[" + _section_label(item.section or Section()) + b"]"
@@ -404,8 +533,8 @@ def _binary(source: Source, item: FetchItem) -> bytes:
         data = data[offset : offset + length]
         label += b"<%d>" % offset
     if b"\0" in data:
-        return label + b" ~{%d}\r\n" % len(data) + data
-    return label + b" " + literal(data)
+        return [label + b" ~{%d}\r\n" % len(data), data]
+    return labelled(label + b" ", data)
 
 
 class UnknownCTE(Exception):
