@@ -8,8 +8,15 @@ SELECT, FETCH 1:* (UID FLAGS RFC822.SIZE), five header fields of every
 message, every body (MB/s), UID SEARCH ALL / UNSEEN / SUBJECT / BODY, and
 STORE (bulk, and single round trips). Each operation is its own
 imap_load.py run (login and SELECT come with each), so an operation one
-server refuses costs only that row. imap_load.py has no APPEND, so the
-APPEND rate is not measured.
+server refuses costs only that row.
+
+imap_load.py has no APPEND, so this script has its own small asyncio
+load: ``--appends`` messages of 10 KB (1,000; 100 with ``--quick``)
+appended to the INBOX of ``append@bench.test`` (a user nothing else
+touches), by 1 client and by 4 concurrent clients, each logged in before
+the clock starts; messages/s and p50 APPEND latency. The INBOX is emptied
+with STORE \\Deleted and EXPUNGE before each measurement, and counted
+after it (a server that answers OK must have kept every message).
 
 Before the rounds each server gets one untimed pass (SELECT, FETCH of flags
 and headers), so both have built their indexes and caches: a warm server,
@@ -26,14 +33,18 @@ mailsuite is restarted before each of these rounds: a Python process
 keeps the memory it freed, so a process that has already served the FETCH
 rounds would reuse it and look cheaper.
 
-usage: python -m bench.imap_bench [--quick] [--large] [--rounds N] [--idle N]
+usage: python -m bench.imap_bench [--quick] [--large] [--rounds N] [--idle N] [--appends N]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import itertools
 import os
+import statistics
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,6 +110,26 @@ HITS = ("search_all_hits", "search_unseen_hits", "search_subj_hits", "search_bod
 
 BIG_USER = f"big@{BENCH_DOMAIN}"
 IDLE_USER = f"idle@{BENCH_DOMAIN}"
+APPEND_USER = f"append@{BENCH_DOMAIN}"
+
+APPEND_METRICS = (
+    Metric("append_1_per_s", "APPEND msg/s, 1 client", higher_is_better=True),
+    Metric("append_1_p50_ms", "APPEND p50 ms, 1 client", higher_is_better=False, digits=2),
+    Metric("append_4_per_s", "APPEND msg/s, 4 clients", higher_is_better=True),
+    Metric("append_4_p50_ms", "APPEND p50 ms, 4 clients", higher_is_better=False, digits=2),
+)
+
+#: Concurrent connections of the APPEND load, one measurement each.
+APPEND_CLIENTS = (1, 4)
+
+#: Octets per appended message (about; the header varies by a few).
+APPEND_SIZE = 10_000
+
+#: Untimed APPENDs before the rounds, so both servers have set up the INBOX.
+APPEND_WARM_UP = 20
+
+#: Seconds to wait for any one line from the server during the APPEND load.
+APPEND_TIMEOUT = 120.0
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -116,7 +147,11 @@ def parse_arguments() -> argparse.Namespace:
         help="rounds of the idle test (default 1: logging 1,000 users in takes minutes)",
     )
     parser.add_argument("--store-one", type=int, default=200, help="single STORE round trips")
+    parser.add_argument(
+        "--appends", type=int, help="10 KB messages to APPEND (default 1000, 100 quick)"
+    )
     args = parser.parse_args()
+    args.appends = args.appends or (100 if args.quick else 1000)
     args.messages = args.messages or (500 if args.quick else 10000)
     args.idle = args.idle or (100 if args.quick else 1000)
     return args
@@ -147,6 +182,10 @@ def main() -> int:
             title = f"IMAP, {count} messages, 1 client, {rounds(args)} round(s)"
             print_comparison(title, METRICS, names, figures)
 
+        figures = measure_appends(args, servers)
+        title = f"IMAP APPEND: {args.appends} messages of 10 KB, {rounds(args)} round(s)"
+        print_comparison(title, APPEND_METRICS, names, figures)
+
         figures = measure_idle(args, generators, servers)
         title = f"IMAP IDLE: {args.idle} connections, {args.idle_rounds} round(s)"
         print_comparison(title, IDLE_METRICS, names, figures)
@@ -173,7 +212,7 @@ def start_servers(
     servers: list[Any] = []
     failed: list[str] = []
     if wanted(args, "mailsuite"):
-        suite = Mailsuite(folder, ["imap"], [*corpora, IDLE_USER])
+        suite = Mailsuite(folder, ["imap"], [*corpora, IDLE_USER, APPEND_USER])
         for user, corpus in corpora.items():
             clone_maildir(corpus, suite.maildir(user))
         stack.callback(suite.stop)
@@ -188,7 +227,7 @@ def start_servers(
         hashes = servers[0].password_hashes() if servers else {}
 
         def make() -> Dovecot:
-            users = [*corpora, IDLE_USER]
+            users = [*corpora, IDLE_USER, APPEND_USER]
             dovecot = Dovecot(folder, users, connections=args.idle + 50, hashes=hashes)
             for user, corpus in corpora.items():
                 clone_maildir(corpus, dovecot.maildir(user))
@@ -330,6 +369,188 @@ def idle(generators: Generators, server: Any, count: int) -> dict[str, Any]:
     if not run.runs:
         raise BenchError(f"idle_conns.py printed no result:\n{run.output}")
     return run.runs[0]
+
+
+# -- APPEND: a load of our own (imap_load.py has none) ------------------------------
+
+
+class ImapClient:
+    """Just enough IMAP for the APPEND load: LOGIN, APPEND, SELECT, STORE, EXPUNGE.
+
+    Literals are synchronizing (wait for the ``+``), as imaplib and
+    Thunderbird send them, so both servers see the same exchange. Every
+    read has a deadline, so a server that stops answering fails the run
+    instead of hanging it.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.tags = itertools.count(1)
+
+    @classmethod
+    async def login(cls, port: int, user: str) -> ImapClient:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(LOOPBACK, port, limit=1 << 20), APPEND_TIMEOUT
+        )
+        client = cls(reader, writer)
+        greeting = await client.line()
+        if not greeting.startswith(b"* OK"):
+            raise BenchError(f"greeting: {greeting!r}")
+        await client.command(f'LOGIN "{user}" "{BENCH_PASSWORD}"'.encode())
+        return client
+
+    async def line(self) -> bytes:
+        line = await asyncio.wait_for(self.reader.readline(), APPEND_TIMEOUT)
+        if not line.endswith(b"\n"):
+            raise BenchError(f"connection closed (last bytes {line[-80:]!r})")
+        return line
+
+    async def command(self, text: bytes, literal: bytes | None = None) -> list[bytes]:
+        """Send one command (with its literal); the untagged replies, or BenchError."""
+        tag = b"a%d" % next(self.tags)
+        if literal is None:
+            self.writer.write(tag + b" " + text + b"\r\n")
+        else:
+            self.writer.write(tag + b" " + text + b" {%d}\r\n" % len(literal))
+            await self.continuation(tag)
+            self.writer.write(literal + b"\r\n")
+
+        untagged = []
+        while not (line := await self.line()).startswith(tag + b" "):
+            untagged.append(line)
+        if not line.startswith(tag + b" OK"):
+            raise BenchError(f"{text[:40]!r}: {line.strip()!r}")
+        return untagged
+
+    async def continuation(self, tag: bytes) -> None:
+        while not (line := await self.line()).startswith(b"+"):
+            if line.startswith(tag + b" "):
+                raise BenchError(f"literal refused: {line.strip()!r}")
+
+    async def logout(self) -> None:
+        with contextlib.suppress(BenchError, OSError, TimeoutError):
+            await self.command(b"LOGOUT")
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+def append_message(number: int) -> bytes:
+    """A plain-text message of about APPEND_SIZE octets, unique per ``number``."""
+    header = (
+        f"From: Bench Sender <sender@{BENCH_DOMAIN}>\r\n"
+        f"To: <{APPEND_USER}>\r\n"
+        f"Subject: append benchmark message {number}\r\n"
+        f"Date: Fri, 04 Dec 2026 12:00:00 +0000\r\n"
+        f"Message-ID: <append-{number}@{BENCH_DOMAIN}>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+    ).encode()
+    line = b"The quick brown fox jumps over the lazy dog; throughput, latency, fsync.\r\n"
+    return header + line * ((APPEND_SIZE - len(header)) // len(line))
+
+
+async def append_many(client: ImapClient, numbers: range) -> list[float]:
+    """APPEND each message in turn; each one's seconds from command to tagged OK."""
+    latencies = []
+    for number in numbers:
+        message = append_message(number)
+        started = time.perf_counter()
+        await client.command(rb"APPEND INBOX (\Seen)", message)
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+async def append_load(port: int, clients: int, count: int) -> dict[str, float]:
+    """``count`` APPENDs split over ``clients`` connections logged in beforehand.
+
+    The clock runs from the first APPEND to the last tagged OK, so the
+    (argon2) logins are not in the rate.
+    """
+    sessions = await asyncio.gather(*(ImapClient.login(port, APPEND_USER) for _ in range(clients)))
+    try:
+        shares = [range(i, count, clients) for i in range(clients)]
+        started = time.perf_counter()
+        latencies = await asyncio.gather(
+            *(append_many(s, r) for s, r in zip(sessions, shares, strict=True))
+        )
+        elapsed = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(s.logout() for s in sessions))
+
+    every = [t for one in latencies for t in one]
+    return {"per_s": count / elapsed, "p50_ms": statistics.median(every) * 1000}
+
+
+async def clear_inbox(port: int) -> int:
+    """Expunge every message of the APPEND user's INBOX; how many there were.
+
+    Done through IMAP, untimed, so each server keeps its indexes in step
+    and every measurement starts from an empty INBOX.
+    """
+    client = await ImapClient.login(port, APPEND_USER)
+    try:
+        untagged = await client.command(b"SELECT INBOX")
+        exists = [int(u.split()[1]) for u in untagged if u.rstrip().endswith(b" EXISTS")]
+        found = exists[-1] if exists else 0
+        if found:
+            await client.command(rb"STORE 1:* +FLAGS.SILENT (\Deleted)")
+            await client.command(b"EXPUNGE")
+        return found
+    finally:
+        await client.logout()
+
+
+def append_run(server: Any, clients: int, count: int) -> dict[str, float]:
+    """One APPEND measurement, then a check that every message is there."""
+    port = imap_port(server)
+    result = asyncio.run(append_load(port, clients, count))
+    found = asyncio.run(clear_inbox(port))
+    if found != count:
+        raise BenchError(f"{count} APPENDs answered OK but SELECT found {found} messages")
+    return result
+
+
+def measure_appends(args: argparse.Namespace, servers: Sequence[Any]) -> Figures:
+    """1 and 4 clients per round on every server, rotating who goes first."""
+    figures = Figures()
+    working = warm_up_appends(servers, figures)
+    for number in range(rounds(args)):
+        shift = number % len(working) if working else 0
+        for server in [*working[shift:], *working[:shift]]:
+            for clients in APPEND_CLIENTS:
+                say(f"round {number + 1}: {server.name}, {args.appends} APPENDs x {clients}")
+                try:
+                    result = append_run(server, clients, args.appends)
+                except (BenchError, OSError, TimeoutError) as e:
+                    figures.notes.append(
+                        f"{server.name} APPEND, {clients} client(s): {failure(e)}"
+                    )
+                    continue
+                figures.add(f"append_{clients}_per_s", server.name, result["per_s"])
+                figures.add(f"append_{clients}_p50_ms", server.name, result["p50_ms"])
+    return figures
+
+
+def warm_up_appends(servers: Sequence[Any], figures: Figures) -> list[Any]:
+    """An untimed empty-and-append pass; a server that fails it is left out of the table."""
+    working = []
+    for server in servers:
+        say(f"warming up {server.name} for APPEND")
+        try:
+            asyncio.run(clear_inbox(imap_port(server)))
+            append_run(server, 1, APPEND_WARM_UP)
+            working.append(server)
+        except (BenchError, OSError, TimeoutError) as e:
+            figures.notes.append(f"{server.name} failed the APPEND warm-up: {failure(e)}")
+            say(figures.notes[-1])
+    return working
+
+
+def failure(error: Exception) -> str:
+    """An exception as a note (a timeout's own text is empty)."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 if __name__ == "__main__":
