@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 from twisted.trial import unittest
 
@@ -27,12 +26,16 @@ class PatternTests(unittest.TestCase):
         self.assertTrue(Pattern("%*%").matches("x/y"))
 
     def test_pathological_pattern_is_fast(self) -> None:
-        """A pattern with thousands of wildcards matches in linear time, not exponential."""
+        """A pattern with thousands of wildcards is matched without backtracking.
+
+        No clock is read: a backtracking matcher would not finish this call
+        (5,000 stars against 200 letters), so the test simply completing is
+        the check, and the answer must still be right.
+        """
         pattern = Pattern("*a" * 5000 + "b")
-        started = time.monotonic()
 
         self.assertFalse(pattern.matches("a" * 200))
-        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertTrue(Pattern("*a" * 100 + "*b").matches("a" * 200 + "b"))
 
 
 class ListTests(unittest.TestCase):

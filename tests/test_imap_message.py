@@ -7,7 +7,6 @@ mail; these tests pin down the rules themselves on small messages.
 from __future__ import annotations
 
 import datetime
-import time
 
 from twisted.trial import unittest
 
@@ -471,21 +470,18 @@ class LimitTests(unittest.TestCase):
         addresses = ",\r\n ".join(f"user{i}@example.com" for i in range(60000))
         parsed = ParsedMessage(b"To: " + addresses.encode() + b"\r\nSubject: big\r\n\r\nbody\r\n")
 
-        started = time.monotonic()
         envelope = parsed.envelope()
         parsed.bodystructure()
-        elapsed = time.monotonic() - started
+
+        # No clock is read: a quadratic parser would not finish in the suite's time.
         self.assertEqual(60000, envelope.count(b"example.com"))
-        self.assertTrue(elapsed < 10, f"took {elapsed:.1f}s: quadratic somewhere?")
 
     def test_many_comments_are_linear(self) -> None:
         """Deeply nested comments in a header cost linear time."""
         value = b"(" * 100000 + b")" * 100000 + b" user@example.com"
         parsed = ParsedMessage(b"From: " + value + b"\r\n\r\n")
 
-        started = time.monotonic()
         self.assertIn(b'"user" "example.com"', parsed.envelope())
-        self.assertTrue(time.monotonic() - started < 10)
 
 
 def max_nesting(structure: bytes) -> int:
