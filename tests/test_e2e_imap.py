@@ -104,11 +104,28 @@ class RawClient:
         self.sock.close()
 
 
+async def started_imap_suite(testcase: unittest.TestCase, **overrides: Any) -> RunningSuite:
+    """The suite with only its IMAP listeners, and the test user added."""
+    suite = await start_suite(testcase, listen=IMAP_ONLY, **overrides)
+    suite.add_user(ADDRESS, PASSWORD)
+    return suite
+
+
+def imaps_login(suite: RunningSuite) -> imaplib.IMAP4_SSL:
+    """An imaplib client logged in on the implicit-TLS port (call it in a thread)."""
+    client = imaplib.IMAP4_SSL(
+        "127.0.0.1",
+        suite.port("imaps"),
+        ssl_context=suite.client_ssl_context(),
+        timeout=TIMEOUT,
+    )
+    client.login(ADDRESS, PASSWORD)
+    return client
+
+
 class IMAPEndToEndTests(unittest.TestCase):
     async def started(self) -> RunningSuite:
-        suite = await start_suite(self, listen=IMAP_ONLY)
-        suite.add_user(ADDRESS, PASSWORD)
-        return suite
+        return await started_imap_suite(self)
 
     def starttls_client(self, suite: RunningSuite) -> imaplib.IMAP4:
         client = imaplib.IMAP4("127.0.0.1", suite.port("imap"), timeout=TIMEOUT)
@@ -117,14 +134,7 @@ class IMAPEndToEndTests(unittest.TestCase):
         return client
 
     def ssl_client(self, suite: RunningSuite) -> imaplib.IMAP4_SSL:
-        client = imaplib.IMAP4_SSL(
-            "127.0.0.1",
-            suite.port("imaps"),
-            ssl_context=suite.client_ssl_context(),
-            timeout=TIMEOUT,
-        )
-        client.login(ADDRESS, PASSWORD)
-        return client
+        return imaps_login(suite)
 
     async def test_mail_client_session_over_starttls(self) -> None:
         """APPEND, SELECT, FETCH (whole and partial), STORE, SEARCH, COPY, EXPUNGE."""

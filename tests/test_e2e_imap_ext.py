@@ -13,8 +13,12 @@ from typing import Any
 from twisted.internet import threads
 from twisted.trial import unittest
 
-from tests.support import RunningSuite, start_suite
-from tests.test_e2e_imap import ADDRESS, IMAP_ONLY, PASSWORD, TIMEOUT, numbered
+from tests.support import RunningSuite
+from tests.test_e2e_imap import (
+    imaps_login,
+    numbered,
+    started_imap_suite,
+)
 
 #: What a logged-in client is offered, besides AUTH and APPENDLIMIT.
 EXPECTED = {
@@ -36,19 +40,10 @@ EXPECTED = {
 
 class ExtensionEndToEndTests(unittest.TestCase):
     async def started(self) -> RunningSuite:
-        suite = await start_suite(self, listen=IMAP_ONLY)
-        suite.add_user(ADDRESS, PASSWORD)
-        return suite
+        return await started_imap_suite(self)
 
     def client(self, suite: RunningSuite) -> imaplib.IMAP4_SSL:
-        client = imaplib.IMAP4_SSL(
-            "127.0.0.1",
-            suite.port("imaps"),
-            ssl_context=suite.client_ssl_context(),
-            timeout=TIMEOUT,
-        )
-        client.login(ADDRESS, PASSWORD)
-        return client
+        return imaps_login(suite)
 
     async def test_condstore_and_qresync(self) -> None:
         """A client resynchronises: HIGHESTMODSEQ, CHANGEDSINCE, UNCHANGEDSINCE, VANISHED."""

@@ -17,8 +17,15 @@ from imapclient.exceptions import CapabilityError, LoginError  # type: ignore[im
 from twisted.internet import threads
 from twisted.trial import unittest
 
-from tests.support import RunningSuite, start_suite
-from tests.test_e2e_imap import ADDRESS, IMAP_ONLY, MESSAGE, PASSWORD, TIMEOUT, numbered
+from tests.support import RunningSuite
+from tests.test_e2e_imap import (
+    ADDRESS,
+    MESSAGE,
+    PASSWORD,
+    TIMEOUT,
+    numbered,
+    started_imap_suite,
+)
 
 #: When MESSAGE was "received", as APPEND gives it.
 RECEIVED = datetime(2023, 1, 2, 11, 30, 15, tzinfo=timezone(timedelta(hours=1)))
@@ -56,9 +63,7 @@ MULTIPART = (
 
 class IMAPClientEndToEndTests(unittest.TestCase):
     async def started(self, **overrides: Any) -> RunningSuite:
-        suite = await start_suite(self, listen=IMAP_ONLY, **overrides)
-        suite.add_user(ADDRESS, PASSWORD)
-        return suite
+        return await started_imap_suite(self, **overrides)
 
     def ssl_client(self, suite: RunningSuite) -> IMAPClient:
         """A logged-in client on the implicit-TLS port."""
